@@ -1,0 +1,77 @@
+"""docker-dna core: the deploy engine and framework-neutral HTTP handlers.
+
+This package imports no web framework. Adapters (``dna_flask``,
+``dna_falcon``, ``dna_bottle``) turn its clients into framework routes.
+"""
+
+from __future__ import annotations
+
+from .clients import ApiClient, Client, LogsClient, Route
+from .engine import DNA, LABEL_INSTANCE, LABEL_SERVICE, CertificateProvider, ServiceInfo
+from .errors import (
+    DeployFailed,
+    DockerUnavailable,
+    DomainConflict,
+    EngineError,
+    ExternalCommandFailed,
+    ImageNotFound,
+    ServiceNotFound,
+)
+from .http import (
+    MAX_BODY_BYTES,
+    HTTPError,
+    PrecheckDenied,
+    Request,
+    Response,
+    html_response,
+    json_response,
+    read_body,
+    text_response,
+)
+from .keys import AUTH_HEADER, KeyManager, client_address
+from .nginx import NginxError, NginxSettings, PrivateNginx
+from .precheck import ALLOW_ALL, DENY_ALL, Precheck, allow_from, precheck, split_precheck
+from .validation import InvalidField
+
+__all__ = [
+    "ALLOW_ALL",
+    "AUTH_HEADER",
+    "DENY_ALL",
+    "DNA",
+    "LABEL_INSTANCE",
+    "LABEL_SERVICE",
+    "MAX_BODY_BYTES",
+    "ApiClient",
+    "CertificateProvider",
+    "Client",
+    "DeployFailed",
+    "DockerUnavailable",
+    "DomainConflict",
+    "EngineError",
+    "ExternalCommandFailed",
+    "HTTPError",
+    "ImageNotFound",
+    "InvalidField",
+    "KeyManager",
+    "LogsClient",
+    "NginxError",
+    "NginxSettings",
+    "Precheck",
+    "PrecheckDenied",
+    "PrivateNginx",
+    "Request",
+    "Response",
+    "Route",
+    "ServiceInfo",
+    "ServiceNotFound",
+    "allow_from",
+    "client_address",
+    "html_response",
+    "json_response",
+    "precheck",
+    "read_body",
+    "split_precheck",
+    "text_response",
+]
+
+__version__ = "0.1.0"

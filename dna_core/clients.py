@@ -1,0 +1,191 @@
+"""The two clients and their route table, shared by every adapter.
+
+An adapter registers each :class:`Route` of a client under its framework,
+builds a :class:`~dna_core.http.Request` for every call and passes it to
+:meth:`Client.handle` with the route's endpoint name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from .errors import EngineError
+from .handlers import api, keys, logs
+from .http import HTTPError, PrecheckDenied, Request, Response, html_response
+from .keys import AUTH_HEADER, KeyManager, client_address
+from .precheck import ALLOW_ALL, DENY_ALL, split_precheck
+
+__all__ = ["ApiClient", "Client", "LogsClient", "Route"]
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Any, Request], Response]
+
+
+@attrs.frozen
+class Route:
+    """One endpoint of a client.
+
+    :param endpoint: unique name within the client.
+    :param rule: path in werkzeug rule syntax, such as ``/<service>/<log>``.
+    :param methods: HTTP methods the endpoint accepts.
+    :param guarded: whether the client's precheck applies.
+    :param authenticated: whether an API key is required.
+    :param streams: whether the response body is streamed.
+    """
+
+    endpoint: str
+    rule: str
+    methods: tuple[str, ...]
+    handler: Handler
+    guarded: bool = False
+    authenticated: bool = False
+    streams: bool = False
+
+    @property
+    def path_params(self) -> tuple[str, ...]:
+        """Names of the ``<...>`` parts of the rule, in order."""
+        return tuple(part[1:-1].split(":")[-1] for part in self.rule.split("/") if part.startswith("<"))
+
+
+class Client:
+    """Routes requests to handlers, runs the precheck and renders errors."""
+
+    routes: tuple[Route, ...] = ()
+
+    def __init__(self, dna: Any, precheck: Any, default_precheck: Any) -> None:
+        if dna is None or not hasattr(dna, "services"):
+            raise TypeError(f"dna must be a DNA engine, not {dna!r}")
+        self.dna = dna
+        self.precheck, self.native_precheck = split_precheck(precheck, default_precheck)
+        self._routes = {route.endpoint: route for route in self.routes}
+
+    def route(self, endpoint: str) -> Route:
+        """Return the route called ``endpoint``."""
+        return self._routes[endpoint]
+
+    def handle(self, endpoint: str, request: Request) -> Response:
+        """Run the precheck, the authentication and the handler of ``endpoint``.
+
+        Errors become responses here, so every adapter sends the same ones.
+        """
+        route = self._routes[endpoint]
+        try:
+            if route.guarded:
+                self.precheck.check(request)
+            if route.authenticated:
+                self.authenticate(request)
+            return route.handler(self, request)
+        except PrecheckDenied as denial:
+            return denial.to_response()
+        except HTTPError as error:
+            return self._render(error, route)
+        except EngineError as error:
+            logger.warning("%s failed: %s", endpoint, error)
+            return self._render(HTTPError(error.status, str(error)), route)
+
+    def authenticate(self, request: Request) -> None:
+        """Check the request's credentials; the base class requires none."""
+
+    @staticmethod
+    def _render(error: HTTPError, route: Route) -> Response:
+        # Engine endpoints answer JSON; pages answer HTML.
+        return error.to_json_response() if route.authenticated else error.to_html_response()
+
+
+class LogsClient(Client):
+    """The read-only log pages.
+
+    :param dna: the engine.
+    :param fallback: ``fallback(service_name, log)`` called for an unknown
+        service or log type; it returns HTML text or a :class:`Response`.
+        Without it such pages are 404.
+    :param precheck: guards every page; default :data:`ALLOW_ALL`.
+    :param max_lines: largest ``?lines=`` value a page accepts.
+    """
+
+    routes = (
+        Route("index", "/", ("GET",), logs.index, guarded=True),
+        Route("dna", "/dna", ("GET",), logs.engine_log, guarded=True),
+        Route("service_log", "/<service>/<log>", ("GET",), logs.service_log, guarded=True),
+    )
+
+    def __init__(
+        self,
+        dna: Any,
+        fallback: Callable[[str, str], Any] | None = None,
+        precheck: Any = ALLOW_ALL,
+        max_lines: int = 5000,
+    ) -> None:
+        super().__init__(dna, precheck, ALLOW_ALL)
+        if fallback is not None and not callable(fallback):
+            raise TypeError(f"fallback must be a callable fallback(service_name, log), not {fallback!r}")
+        if max_lines < 1:
+            raise ValueError(f"max_lines must be at least 1, not {max_lines!r}")
+        self.fallback = fallback
+        self.max_lines = max_lines
+
+    def fall_back(self, service: str, log: str) -> Response:
+        """Answer a page the client does not serve: the fallback's page or 404."""
+        if self.fallback is None:
+            raise HTTPError(404, f"No log {log!r} of a service {service!r}: see the index for what exists.")
+        result = self.fallback(service, log)
+        if isinstance(result, Response):
+            return result
+        if result is None:
+            raise HTTPError(404, f"No log {log!r} of a service {service!r}.")
+        return html_response(str(result))
+
+
+class ApiClient(Client):
+    """The JSON deploy API and the key management pages.
+
+    :param dna: the engine.
+    :param precheck: guards the key pages; default :data:`DENY_ALL` (403).
+    :param key_lifetime: seconds a new API key stays valid.
+    :param trusted_proxies: how many proxies in front of the app append to
+        ``X-Forwarded-For``; 0 uses the connection's peer address.
+    """
+
+    routes = (
+        Route("keys", "/", ("GET",), keys.keys_index, guarded=True),
+        Route("new_key", "/new_key", ("GET", "POST"), keys.new_key, guarded=True),
+        Route("manage_key", "/manage_key", ("GET",), keys.manage_key, guarded=True),
+        Route("revoke_key", "/revoke_key/<key>", ("GET", "POST"), keys.revoke_key, guarded=True),
+        Route("pull_image", "/pull_image", ("POST",), api.pull_image, authenticated=True, streams=True),
+        Route("build_image", "/build_image", ("POST",), api.build_image, authenticated=True, streams=True),
+        Route("run_deploy", "/run_deploy", ("POST",), api.run_deploy, authenticated=True),
+        Route("propagate_services", "/propagate_services", ("POST",), api.propagate_services, authenticated=True),
+        Route("get_service_info", "/get_service_info/<name>", ("GET",), api.get_service_info, authenticated=True),
+        Route("start_service", "/start_service", ("POST",), api.start_service, authenticated=True),
+        Route("stop_service", "/stop_service", ("POST",), api.stop_service, authenticated=True),
+        Route("add_domain", "/add_domain", ("POST",), api.add_domain, authenticated=True),
+        Route("remove_domain", "/remove_domain", ("POST",), api.remove_domain, authenticated=True),
+        Route("delete_service", "/delete_service", ("POST",), api.delete_service, authenticated=True),
+    )
+
+    def __init__(
+        self,
+        dna: Any,
+        precheck: Any = None,
+        key_lifetime: float = 3600.0,
+        trusted_proxies: int = 0,
+        keys: KeyManager | None = None,
+    ) -> None:
+        super().__init__(dna, precheck, DENY_ALL)
+        if not isinstance(trusted_proxies, int) or trusted_proxies < 0:
+            raise ValueError(f"trusted_proxies must be a non-negative int, not {trusted_proxies!r}")
+        self.trusted_proxies = trusted_proxies
+        self.keys = keys or KeyManager(dna.store, lifetime=key_lifetime)
+
+    def client_ip(self, request: Request) -> str:
+        """Return the client's address as configured by ``trusted_proxies``."""
+        return client_address(request, self.trusted_proxies)
+
+    def authenticate(self, request: Request) -> None:
+        """Require an active API key bound to the client's address."""
+        self.keys.verify(request.header(AUTH_HEADER), self.client_ip(request))

@@ -1,0 +1,59 @@
+"""Errors the engine raises; each carries the HTTP status a handler sends."""
+
+from __future__ import annotations
+
+__all__ = [
+    "DeployFailed",
+    "DockerUnavailable",
+    "DomainConflict",
+    "EngineError",
+    "ExternalCommandFailed",
+    "ImageNotFound",
+    "ServiceNotFound",
+]
+
+
+class EngineError(Exception):
+    """Base of the engine's errors; ``status`` is the HTTP status to send."""
+
+    status = 500
+
+
+class ServiceNotFound(EngineError):
+    """No service of that name is recorded."""
+
+    status = 404
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"Service {service!r} not found: deploy it with run_deploy first.")
+        self.service = service
+
+
+class ImageNotFound(EngineError):
+    """The image is not in the local Docker image store or the registry."""
+
+    status = 404
+
+
+class DomainConflict(EngineError):
+    """The domain is bound to another service."""
+
+    status = 409
+
+
+class DeployFailed(EngineError):
+    """The new container did not start or did not listen on its port."""
+
+    status = 422
+
+
+class DockerUnavailable(EngineError):
+    """The Docker daemon did not answer, or answered with a server error."""
+
+    status = 503
+
+
+class ExternalCommandFailed(EngineError):
+    """nginx or certbot failed; the message carries its output."""
+
+    status = 502

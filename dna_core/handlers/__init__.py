@@ -1,0 +1,1 @@
+"""Pure request handlers: each takes a client and a neutral request."""

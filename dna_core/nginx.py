@@ -1,0 +1,310 @@
+"""nginx configuration: rendering, atomic writes, validation and reloads.
+
+The engine writes one file per service into the include directory. A file
+holds the service's ``upstream`` and one ``server`` block per domain. Every
+write goes through :meth:`Nginx.apply`: write a temporary file, rename it into
+place, run ``nginx -t`` and restore the previous file when the test fails.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+__all__ = ["Nginx", "NginxError", "NginxSettings", "PrivateNginx", "ServerBlock", "render_service"]
+
+logger = logging.getLogger(__name__)
+
+
+class NginxError(RuntimeError):
+    """An nginx test or reload failed; the message carries nginx's output."""
+
+
+@attrs.frozen
+class NginxSettings:
+    """Where the engine writes nginx files and how it drives nginx.
+
+    :param include_dir: directory that the main ``nginx.conf`` includes
+        (``include DIR/*.conf;`` inside its ``http`` block).
+    :param log_dir: directory for the per-service access and error logs.
+    :param listen: the ``listen`` address of generated server blocks.
+    :param test_command: command that validates the whole configuration.
+    :param reload_command: command that makes the running nginx reload.
+    :param webroot: directory served under ``/.well-known/acme-challenge/``.
+    """
+
+    include_dir: Path = attrs.field(converter=Path)
+    log_dir: Path = attrs.field(converter=Path)
+    listen: str = "80"
+    test_command: tuple[str, ...] = ("nginx", "-t")
+    reload_command: tuple[str, ...] = ("nginx", "-s", "reload")
+    webroot: Path | None = None
+    error_log: Path | None = None
+
+
+@attrs.frozen
+class ServerBlock:
+    """One proxied domain of a service."""
+
+    domain: str
+    proxy_headers: dict[str, str] = attrs.field(factory=dict)
+    default_server: bool = False
+
+
+def server_names(domain: str) -> list[str]:
+    """Return the names a domain serves: ``www.`` is added to a two-label domain."""
+    if domain.count(".") == 1 and not domain.startswith("*."):
+        return [domain, f"www.{domain}"]
+    return [domain]
+
+
+def upstream_name(instance: str, service: str) -> str:
+    """Return the nginx upstream name of a service."""
+    safe = f"{instance}_{service}".replace(".", "_").replace("-", "_")
+    return f"dna_{safe}"
+
+
+def render_service(
+    instance: str,
+    service: str,
+    ports: Sequence[int],
+    blocks: Sequence[ServerBlock],
+    settings: NginxSettings,
+) -> str:
+    """Render the nginx file of one service.
+
+    Every value has been validated before it gets here: service and domain
+    names match strict patterns and header values exclude quotes, ``;`` and
+    braces, so none can end the directive it sits in.
+    """
+    upstream = upstream_name(instance, service)
+    access_log = settings.log_dir / f"{instance}-{service}.access.log"
+    error_log = settings.log_dir / f"{instance}-{service}.error.log"
+    lines = [
+        f"# Written by docker-dna instance {instance} for service {service}; edits are overwritten.",
+        f"upstream {upstream} {{",
+    ]
+    lines += [f"    server 127.0.0.1:{port};" for port in ports] or ["    server 127.0.0.1:9 down;"]
+    lines.append("}")
+    for block in blocks:
+        listen = settings.listen + (" default_server" if block.default_server else "")
+        lines += [
+            "",
+            "server {",
+            f"    listen {listen};",
+            f"    server_name {' '.join(server_names(block.domain))};",
+            f"    access_log {access_log};",
+            f"    error_log {error_log};",
+        ]
+        if settings.webroot is not None:
+            lines += [
+                "    location /.well-known/acme-challenge/ {",
+                f"        root {settings.webroot};",
+                "    }",
+            ]
+        lines += [
+            "    location / {",
+            f"        proxy_pass http://{upstream};",
+            "        proxy_http_version 1.1;",
+            "        proxy_set_header Host $host;",
+            "        proxy_set_header X-Real-IP $remote_addr;",
+            "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+            "        proxy_set_header X-Forwarded-Proto $scheme;",
+        ]
+        lines += [
+            f'        proxy_set_header {name} "{value}";' for name, value in block.proxy_headers.items()
+        ]
+        lines += ["    }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _run(command: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    logger.info("running %s", shlex.join(command))
+    result = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout, check=False)
+    output = (result.stdout + result.stderr).strip()
+    if output:
+        logger.info("%s exited %d: %s", command[0], result.returncode, output)
+    return result
+
+
+class Nginx:
+    """Writes, validates and reloads the nginx files of one engine instance."""
+
+    def __init__(self, settings: NginxSettings, private: PrivateNginx | None = None) -> None:
+        self.settings = settings
+        self.private = private
+        self._lock = threading.Lock()
+        settings.include_dir.mkdir(parents=True, exist_ok=True)
+        settings.log_dir.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, instance: str, service: str) -> Path:
+        """Return the file that holds a service's configuration."""
+        return self.settings.include_dir / f"dna-{instance}-{service}.conf"
+
+    def apply(self, path: Path, text: str | None) -> None:
+        """Replace ``path`` with ``text`` (or delete it when ``None``), test, reload.
+
+        The previous file is restored when ``nginx -t`` fails, so the running
+        configuration and the files on disk never disagree.
+
+        :raises NginxError: with nginx's output when the test or reload fails.
+        """
+        with self._lock, _file_lock(self.settings.include_dir / ".dna.lock"):
+            previous = path.read_text() if path.exists() else None
+            if previous == text:
+                return
+            _write(path, text)
+            result = _run(self.settings.test_command)
+            if result.returncode != 0:
+                _write(path, previous)
+                raise NginxError(f"nginx rejected the new configuration: {result.stderr.strip()}")
+            self._reload()
+
+    def remove(self, path: Path) -> None:
+        """Delete ``path`` and reload nginx."""
+        self.apply(path, None)
+
+    def test(self) -> None:
+        """Run ``nginx -t``; raise :class:`NginxError` when it fails."""
+        result = _run(self.settings.test_command)
+        if result.returncode != 0:
+            raise NginxError(f"nginx configuration test failed: {result.stderr.strip()}")
+
+    def _reload(self) -> None:
+        if self.private is not None and not self.private.is_running():
+            self.private.start()
+            return
+        result = _run(self.settings.reload_command)
+        if result.returncode != 0:
+            raise NginxError(f"nginx reload failed: {(result.stderr or result.stdout).strip()}")
+
+
+def _write(path: Path, text: str | None) -> None:
+    if text is None:
+        path.unlink(missing_ok=True)
+        return
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+
+
+class _file_lock:
+    """An exclusive ``flock`` so that two processes never interleave nginx writes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.descriptor = -1
+
+    def __enter__(self) -> None:
+        self.descriptor = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self.descriptor, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.descriptor, fcntl.LOCK_UN)
+        os.close(self.descriptor)
+
+
+_MAIN_CONF = """\
+# Written by docker-dna: a private nginx for one engine instance.
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/logs/nginx-error.log;
+events {{ worker_connections 512; }}
+http {{
+    access_log {root}/logs/nginx-access.log;
+    client_body_temp_path {root}/tmp/body;
+    proxy_temp_path {root}/tmp/proxy;
+    fastcgi_temp_path {root}/tmp/fastcgi;
+    uwsgi_temp_path {root}/tmp/uwsgi;
+    scgi_temp_path {root}/tmp/scgi;
+    server_names_hash_bucket_size 128;
+    server {{
+        listen {listen} default_server;
+        server_name _;
+        location /.well-known/acme-challenge/ {{ root {root}/webroot; }}
+        location / {{ return 404; }}
+    }}
+    include {root}/sites/*.conf;
+}}
+"""
+
+
+class PrivateNginx:
+    """An nginx master that the platform runs under its own directory.
+
+    :param root: directory for ``nginx.conf``, sites, logs and temp files.
+    :param listen: loopback address and port, such as ``127.0.0.1:8080``.
+    """
+
+    def __init__(self, root: str | Path, listen: str = "127.0.0.1:8080", binary: str = "nginx") -> None:
+        self.root = Path(root).resolve()
+        self.listen = listen
+        self.binary = binary
+        self.conf = self.root / "nginx.conf"
+        for sub in ("sites", "logs", "tmp", "webroot"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(_MAIN_CONF.format(root=self.root, listen=listen))
+
+    @property
+    def settings(self) -> NginxSettings:
+        """Settings for an engine that uses this nginx."""
+        return NginxSettings(
+            include_dir=self.root / "sites",
+            log_dir=self.root / "logs",
+            listen=self.listen,
+            test_command=(self.binary, "-t", "-q", "-c", str(self.conf)),
+            reload_command=(self.binary, "-s", "reload", "-c", str(self.conf)),
+            webroot=self.root / "webroot",
+            error_log=self.root / "logs" / "nginx-error.log",
+        )
+
+    def pid(self) -> int | None:
+        """Return the master's pid, or ``None`` when it is not running."""
+        try:
+            pid = int((self.root / "nginx.pid").read_text().strip())
+            os.kill(pid, 0)
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return None
+        return pid
+
+    def is_running(self) -> bool:
+        """Whether the master process is alive."""
+        return self.pid() is not None
+
+    def start(self) -> None:
+        """Start the master if it is not running and wait until it listens."""
+        if self.is_running():
+            return
+        result = _run((self.binary, "-c", str(self.conf)))
+        if result.returncode != 0:
+            raise NginxError(f"nginx failed to start: {result.stderr.strip()}")
+        deadline = time.monotonic() + 10
+        while not self.is_running():
+            if time.monotonic() > deadline:
+                raise NginxError(f"nginx did not write {self.root / 'nginx.pid'} within 10 s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the master and wait for it to exit."""
+        pid = self.pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGQUIT)
+        deadline = time.monotonic() + 10
+        while self.pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
