@@ -164,9 +164,9 @@ class DNA:
         if nginx is None:
             nginx = PrivateNginx(self.state_dir / "nginx")
         if isinstance(nginx, PrivateNginx):
-            self.nginx = Nginx(nginx.settings, private=nginx)
+            self.nginx = Nginx(nginx.settings, private=nginx, log=self.log)
         else:
-            self.nginx = Nginx(nginx)
+            self.nginx = Nginx(nginx, log=self.log)
 
         self.store = Store(self.state_dir / f"{self.name}.sqlite3")
         self._docker = docker_client

@@ -96,7 +96,7 @@ class KeyManager:
         """
         if not key:
             raise HTTPError(403, f"Missing API key: send it in the {AUTH_HEADER} header.")
-        parts = key.split("_")
+        parts = key.split("_", 2)
         record = self.store.get_key(parts[1]) if len(parts) == 3 and parts[0] == "dna" else None
         if record is None or not hmac.compare_digest(record.key_hash, _hash(key)):
             raise HTTPError(403, f"Invalid API key in the {AUTH_HEADER} header.")

@@ -129,21 +129,33 @@ def render_service(
     return "\n".join(lines) + "\n"
 
 
-def _run(command: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    logger.info("running %s", shlex.join(command))
-    result = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout, check=False)
+def _run(
+    command: Sequence[str], timeout: float = 30, log: logging.Logger = logger
+) -> subprocess.CompletedProcess[str]:
+    log.info("running %s", shlex.join(command))
+    try:
+        result = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        log.error("%s timed out after %g s", command[0], timeout)
+        raise NginxError(f"{shlex.join(command)} timed out after {timeout:g} s") from None
+    except OSError as error:
+        log.error("%s could not run: %s", command[0], error)
+        raise NginxError(f"{shlex.join(command)} could not run: {error}") from None
     output = (result.stdout + result.stderr).strip()
-    if output:
-        logger.info("%s exited %d: %s", command[0], result.returncode, output)
+    if output or result.returncode:
+        log.info("%s exited %d: %s", command[0], result.returncode, output)
     return result
 
 
 class Nginx:
     """Writes, validates and reloads the nginx files of one engine instance."""
 
-    def __init__(self, settings: NginxSettings, private: PrivateNginx | None = None) -> None:
+    def __init__(
+        self, settings: NginxSettings, private: PrivateNginx | None = None, log: logging.Logger = logger
+    ) -> None:
         self.settings = settings
         self.private = private
+        self.log = log
         self._lock = threading.Lock()
         settings.include_dir.mkdir(parents=True, exist_ok=True)
         settings.log_dir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +177,7 @@ class Nginx:
             if previous == text:
                 return
             _write(path, text)
-            result = _run(self.settings.test_command)
+            result = _run(self.settings.test_command, log=self.log)
             if result.returncode != 0:
                 _write(path, previous)
                 raise NginxError(f"nginx rejected the new configuration: {result.stderr.strip()}")
@@ -177,15 +189,16 @@ class Nginx:
 
     def test(self) -> None:
         """Run ``nginx -t``; raise :class:`NginxError` when it fails."""
-        result = _run(self.settings.test_command)
+        result = _run(self.settings.test_command, log=self.log)
         if result.returncode != 0:
             raise NginxError(f"nginx configuration test failed: {result.stderr.strip()}")
 
     def _reload(self) -> None:
         if self.private is not None and not self.private.is_running():
+            self.log.info("starting the private nginx at %s", self.private.root)
             self.private.start()
             return
-        result = _run(self.settings.reload_command)
+        result = _run(self.settings.reload_command, log=self.log)
         if result.returncode != 0:
             raise NginxError(f"nginx reload failed: {(result.stderr or result.stdout).strip()}")
 
