@@ -93,7 +93,7 @@ class Client:
 
     @staticmethod
     def _render(error: HTTPError, route: Route) -> Response:
-        # Engine endpoints answer JSON; pages answer HTML.
+        # Engine endpoints return JSON errors; pages return HTML.
         return error.to_json_response() if route.authenticated else error.to_html_response()
 
 

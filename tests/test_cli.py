@@ -48,7 +48,7 @@ def test_keys_new_rejects_bad_address(tmp_path: Path) -> None:
 
 @pytest.mark.docker
 def test_serve_mounts_both_clients(tmp_path: Path) -> None:
-    """dna serve answers the logs index, the key pages from loopback and the API."""
+    """dna serve serves the logs index, the key pages to loopback and the API."""
     import requests
 
     port, nginx_port = free_port(), free_port()

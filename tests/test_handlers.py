@@ -120,7 +120,12 @@ def key(api: ApiClient) -> str:
 
 def call(client: Any, endpoint: str, body: Any = None, key: str | None = None, **request: Any) -> Response:
     headers = {"App-Key-DNA": key} if key else {}
-    raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else b"")
+    if isinstance(body, bytes):
+        raw = body
+    elif body is None:
+        raw = b""
+    else:
+        raw = json.dumps(body).encode()
     request.setdefault("method", "POST")
     request.setdefault("remote_addr", "127.0.0.1")
     return client.handle(endpoint, Request(headers=headers, body=raw, **request))
@@ -153,7 +158,7 @@ def test_run_deploy_calls_engine(api: ApiClient, engine: StandInEngine, key: str
     ],
 )
 def test_engine_endpoints_answer_json(api: ApiClient, key: str, endpoint: str, body: Any, expected: Any) -> None:
-    """Each engine endpoint answers the engine's result as JSON."""
+    """Each engine endpoint returns the engine's result as JSON."""
     response = call(api, endpoint, body, key)
 
     assert response.status == 200
@@ -258,7 +263,7 @@ def test_key_creation_needs_post_and_token(api: ApiClient) -> None:
 
 
 def test_revoke_key_by_post(api: ApiClient, key: str) -> None:
-    """revoke_key asks on GET and revokes on POST with the form token."""
+    """revoke_key confirms on GET and revokes on POST with the form token."""
     key_id = key.split("_")[1]
     token = api.keys.csrf_token("127.0.0.1")
 
