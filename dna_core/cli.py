@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -119,12 +120,20 @@ def _serve(args: argparse.Namespace) -> int:
     )
     app.add_url_rule("/", "home", lambda: flask.redirect("/logs/"))
     logger.info("logs pages on http://%s:%d/logs/, API on http://%s:%d/api/", args.host, args.port, args.host, args.port)
+    # SIGTERM (plain `kill`) stops the server like Ctrl+C, so the private nginx stops too.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         run_simple(args.host, args.port, app, threaded=True)
+    except KeyboardInterrupt:
+        logger.info("stopping")
     finally:
         if private is not None:
             private.stop()
     return 0
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:

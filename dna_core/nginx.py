@@ -42,6 +42,10 @@ class NginxSettings:
     :param test_command: command that validates the whole configuration.
     :param reload_command: command that makes the running nginx reload.
     :param webroot: directory served under ``/.well-known/acme-challenge/``.
+    :param error_log: nginx's main error log, quoted when a reload fails.
+    :param pid_file: the master's pid file; with it, a reload waits until
+        new workers run the new configuration.
+    :param reload_timeout: seconds to wait for those workers.
     """
 
     include_dir: Path = attrs.field(converter=Path)
@@ -51,6 +55,8 @@ class NginxSettings:
     reload_command: tuple[str, ...] = ("nginx", "-s", "reload")
     webroot: Path | None = None
     error_log: Path | None = None
+    pid_file: Path | None = None
+    reload_timeout: float = 10.0
 
 
 @attrs.frozen
@@ -198,9 +204,75 @@ class Nginx:
             self.log.info("starting the private nginx at %s", self.private.root)
             self.private.start()
             return
+        master = _read_pid(self.settings.pid_file)
+        workers = _children(master) if master else set()
         result = _run(self.settings.reload_command, log=self.log)
         if result.returncode != 0:
             raise NginxError(f"nginx reload failed: {(result.stderr or result.stdout).strip()}")
+        if master:
+            self._wait_for_new_workers(master, workers)
+
+    def _wait_for_new_workers(self, master: int, old: set[int]) -> None:
+        # `nginx -s reload` only signals the master and returns at once. The
+        # master starts new workers once the new configuration is loaded, and
+        # keeps the old ones when loading fails (a port already in use, say).
+        # Old workers keep accepting requests with the old configuration until
+        # they retitle themselves "shutting down" and close their sockets.
+        deadline = time.monotonic() + self.settings.reload_timeout
+        while time.monotonic() < deadline:
+            children = _children(master)
+            if children - old and not any(_accepting(pid) for pid in children & old):
+                return
+            time.sleep(0.02)
+        log_tail = ""
+        if self.settings.error_log is not None:
+            from .logtail import tail_lines
+
+            log_tail = " ".join(tail_lines(self.settings.error_log, 3))
+        self.log.error("nginx started no new workers within %g s: %s", self.settings.reload_timeout, log_tail)
+        raise NginxError(
+            f"nginx did not load the new configuration within {self.settings.reload_timeout:g} s. "
+            f"Its error log ends: {log_tail or '(empty)'}"
+        )
+
+
+def _read_pid(path: Path | None) -> int | None:
+    if path is None:
+        return None
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def _accepting(pid: int) -> bool:
+    """Whether nginx worker ``pid`` still runs and has not begun shutting down."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            title = handle.read()
+    except OSError:
+        return False
+    return b"shutting down" not in title
+
+
+def _children(pid: int) -> set[int]:
+    """Return the pids of the processes whose parent is ``pid`` (Linux ``/proc``)."""
+    children = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        # The command name in brackets may contain spaces: split after it.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            children.add(int(entry.name))
+    return children
 
 
 def _write(path: Path, text: str | None) -> None:
@@ -284,6 +356,7 @@ class PrivateNginx:
             reload_command=(self.binary, "-s", "reload", "-c", str(self.conf)),
             webroot=self.root / "webroot",
             error_log=self.root / "logs" / "nginx-error.log",
+            pid_file=self.root / "nginx.pid",
         )
 
     def pid(self) -> int | None:

@@ -63,8 +63,12 @@ def test_serve_mounts_both_clients(tmp_path: Path) -> None:
         unauthenticated = requests.post(f"{base}/api/propagate_services", timeout=5)
         nginx_default = requests.get(f"http://127.0.0.1:{nginx_port}/", timeout=5)
     finally:
-        server.send_signal(signal.SIGINT)
-        output, _ = server.communicate(timeout=30)
+        server.send_signal(signal.SIGTERM)
+        try:
+            output, _ = server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            output, _ = server.communicate(timeout=30)
 
     assert index.status_code == 200
     assert "Engine log" in index.text

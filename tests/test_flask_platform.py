@@ -92,7 +92,8 @@ def test_platform_end_to_end(engine: Any, docker_client: Any, private_nginx: Any
         wait_for(lambda: nginx_get(private_nginx, "app.example.test").text == "hello from v1")
 
         # A hostile user agent lands in the access log; the page must escape it.
-        nginx_get_with_agent(private_nginx, "app.example.test", "<script>alert(1)</script>")
+        hostile = nginx_get_with_agent(private_nginx, "app.example.test", "<script>alert(1)</script>")
+        assert hostile.text == "hello from v1"
         index = client.get("/logs/").get_data(as_text=True)
         for kind in ("nginx", "error", "docker"):
             assert f'href="web/{kind}"' in index
