@@ -31,7 +31,7 @@ __all__ = ["Certbot", "CertificateInfo"]
 
 logger = logging.getLogger(__name__)
 
-#: What :meth:`Certbot.release` does with a certificate no domain uses any more.
+#: Accepted values of ``Certbot(on_remove=...)``, see :meth:`Certbot.release`.
 REMOVAL_POLICIES = ("keep", "revoke")
 
 # A bare plugin selector such as --dns-cloudflare, as opposed to one of its
@@ -51,7 +51,7 @@ class CertificateInfo:
 
 
 def covers(certificate_names: frozenset[str], name: str, wildcard: bool = True) -> bool:
-    """Whether ``certificate_names`` covers ``name`` exactly or, if allowed, by a one-level wildcard."""
+    """Check whether ``certificate_names`` covers ``name`` exactly or, if allowed, by a one-level wildcard."""
     if name in certificate_names:
         return True
     if not wildcard or name.startswith("*.") or "." not in name:
@@ -120,16 +120,16 @@ class Certbot:
         ``REQUESTS_CA_BUNDLE`` for an ACME server with a private CA.
     :param timeout: seconds one certbot run may take before it is killed.
     :param on_remove: ``"keep"`` leaves a certificate that no domain uses
-        any more on disk (it can be reused later); ``"revoke"`` revokes it
-        at the ACME server and deletes its files.
+        any more on disk, so a later ``add_domain`` can reuse it.
+        ``"revoke"`` revokes it at the ACME server and deletes its files.
     :param min_validity: a certificate expiring sooner than this is not
         reused.
     :param retry_delay: seconds to wait after a domain's first failure
         before certbot runs for it again; the delay doubles with every
         further failure, up to ``max_retry_delay``. With the defaults a
-        domain gets at most four failed attempts in any hour, below the
-        five failed validations per host name per hour that Let's Encrypt
-        allows.
+        domain gets at most four failed attempts in any hour. Let's Encrypt
+        allows 5 failed validations per account, host name and hour
+        (https://letsencrypt.org/docs/failed-validation-limit/).
     :param log: logger for certbot's commands and output; the engine
         passes its own.
     """

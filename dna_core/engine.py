@@ -553,7 +553,8 @@ class DNA:
 
         :raises DomainConflict: when ``domain`` is bound to another service.
         :raises CertificateFailed: when no certificate could be had; the
-            domain is routed and keeps serving plain HTTP.
+            domain is routed and keeps serving plain HTTP, or HTTPS with the
+            certificate it had before.
         """
         record = self._record(service)
         domain = validate_domain(domain)
@@ -584,12 +585,14 @@ class DNA:
         """Give ``domain`` a certificate and its TLS server block."""
         if self.certificates is None:
             return
+        previous = self.store.get_domain(domain)
         try:
             certificate = self.certificates.ensure(domain, force_wildcard, force_provision)
         except CertificateFailed as error:
-            self._say("no certificate for %s, it stays on HTTP: %s", domain, error, level=logging.ERROR)
+            kept = previous.certificate if previous else None
+            serving = f"it keeps certificate {kept}" if kept else "it stays on HTTP"
+            self._say("no new certificate for %s, %s: %s", domain, serving, error, level=logging.ERROR)
             raise
-        previous = self.store.get_domain(domain)
         self.store.set_certificate(domain, certificate)
         try:
             self._write_config(service)

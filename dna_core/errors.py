@@ -63,8 +63,8 @@ class ExternalCommandFailed(EngineError):
 class CertificateFailed(EngineError):
     """No certificate could be found or provisioned; the domain stays on plain HTTP.
 
-    The API answers ``add_domain`` with ``{"success": false, "error": ...}``
-    and status 200, because the domain itself was routed.
+    The API returns ``{"success": false, "error": ...}`` with status 200
+    for ``add_domain``, because the domain itself was routed.
     """
 
     status = 502

@@ -2,9 +2,9 @@
 
 Pebble is a small ACME server for tests. It validates HTTP-01 challenges by
 connecting to ``httpPort`` of the address that pebble-challtestsrv's DNS
-server returns (127.0.0.1 for every name unless a test sets another), and
-DNS-01 challenges by asking that DNS server for the TXT record that a
-certbot hook stored through challtestsrv's management API.
+server returns, which is 127.0.0.1 for every name unless a test sets
+another. It validates DNS-01 challenges by querying that DNS server for the
+TXT record that a certbot hook stored through challtestsrv's management API.
 
 The ports are fixed, so only one test run on a machine can use them at a
 time: :func:`start` checks them first and fails with a clear message.
@@ -115,6 +115,7 @@ def _port_is_free(port: int) -> bool:
 def _write_listener_certificate(directory: Path) -> tuple[Path, Path, Path]:
     """Write a CA and a ``localhost``/127.0.0.1 certificate it signed for Pebble's listener."""
     now = datetime.datetime.now(datetime.timezone.utc)
+
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "docker-dna test ACME listener CA")])
     ca = (
@@ -128,6 +129,7 @@ def _write_listener_certificate(directory: Path) -> tuple[Path, Path, Path]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
+
     key = ec.generate_private_key(ec.SECP256R1())
     leaf = (
         x509.CertificateBuilder()
@@ -145,6 +147,7 @@ def _write_listener_certificate(directory: Path) -> tuple[Path, Path, Path]:
         )
         .sign(ca_key, hashes.SHA256())
     )
+
     ca_path = directory / "ca.pem"
     cert_path = directory / "listener.pem"
     key_path = directory / "listener.key"

@@ -17,15 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import acme_server
 import pytest
 import requests
+from conftest import RUN_ID, free_port, wait_for
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-import acme_server
-from conftest import RUN_ID, free_port, wait_for
 from dna_core import (
     ALLOW_ALL,
     DNA,
@@ -58,7 +58,7 @@ def certbot_runs(engine: DNA, subcommand: str) -> int:
 def https_get(port: int, host: str, root_pem: str, path: str = "/") -> tuple[int, str]:
     """GET ``path`` over TLS from 127.0.0.1:``port`` with SNI ``host``, verifying against ``root_pem``."""
     context = ssl.create_default_context(cadata=root_pem)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:  # noqa: SIM117 (Python 3.9)
         with context.wrap_socket(raw, server_hostname=host) as tls:
             tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             chunks = []
@@ -254,7 +254,7 @@ def test_remove_domain_then_reuse(tls_engine: DNA, web_image: str, root_pem: str
 
 @pytest.mark.acme
 def test_force_provision_skips_reuse(tls_engine: DNA, web_image: str, root_pem: str) -> None:
-    """force_provision asks Pebble again although a matching certificate exists."""
+    """force_provision requests a new certificate although a matching one exists."""
     tls_engine.run_deploy("web", web_image, 80)
     tls_engine.add_domain("web", "app.example.test")
     assert tls_engine.certificates is not None
@@ -300,7 +300,7 @@ def test_wildcard_dns01_then_reuse(tls_engine: DNA, web_image: str, root_pem: st
 def test_failed_validation_keeps_http(
     tls_engine: DNA, web_image: str, acme: acme_server.AcmeServer, acme_nginx: PrivateNginx
 ) -> None:
-    """A failed validation leaves the domain on HTTP, answers what failed, and backs off."""
+    """A failed validation leaves the domain on HTTP, returns what failed, and backs off."""
     tls_engine.run_deploy("web", web_image, 80)
     client = ApiClient(tls_engine, precheck=ALLOW_ALL)
     key = KeyManager(tls_engine.store).create("127.0.0.1").key
@@ -328,7 +328,7 @@ def test_failed_validation_keeps_http(
     assert "ssl_certificate" not in site_file(tls_engine, "web").read_text()
     log = tls_engine.log_path.read_text()
     assert "certbot: " in log
-    assert "no certificate for fail.example.test" in log
+    assert "no new certificate for fail.example.test, it stays on HTTP" in log
     assert second.status == 200
     retry = response_json(second)
     assert retry["success"] is False

@@ -116,7 +116,7 @@ def add_domain(client: ApiClient, request: Request) -> Response:
         )
     except CertificateFailed as error:
         # The domain is routed and serves plain HTTP, so this is no server
-        # error: the answer says what failed and the engine's log has the rest.
+        # error. The body names what failed and the engine's log has the rest.
         return json_response({"success": False, "error": str(error)})
     return json_response({"success": success})
 
