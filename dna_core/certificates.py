@@ -132,6 +132,11 @@ class Certbot:
         (https://letsencrypt.org/docs/failed-validation-limit/).
     :param log: logger for certbot's commands and output; the engine
         passes its own.
+
+    NOTE: nothing here renews certificates or reloads nginx afterwards.
+    Schedule ``certbot renew`` with the same ``--server`` and directories
+    and a ``--deploy-hook`` that reloads nginx. Failure counts for the
+    retry delay live in memory, so a restarted process starts afresh.
     """
 
     def __init__(
@@ -248,6 +253,10 @@ class Certbot:
         :raises CertificateFailed: when certbot fails or times out, or when
             the domain is still backing off from an earlier failure.
         """
+        if domain.startswith("*."):
+            # Only DNS-01 can prove control of a wildcard name, and the
+            # certificate for ``*.base`` also names ``base``.
+            domain, force_wildcard = domain[2:], True
         if not force_provision:
             existing = self.find(domain, wildcard=force_wildcard)
             if existing is not None:

@@ -290,6 +290,8 @@ def test_wildcard_dns01_then_reuse(tls_engine: DNA, web_image: str, root_pem: st
     info = tls_engine.certificates.find("example.test", wildcard=True)
     assert info is not None
     assert info.names == {"example.test", "*.example.test"}
+    assert tls_engine.certificates.ensure("example.test", force_wildcard=True) == "wildcard.example.test"
+    assert certbot_runs(tls_engine, "certonly") == 1
     for host in ("example.test", "www.example.test", "app.example.test"):
         status, body = https_get_when_ready(https_port(tls_engine), host, root_pem)
         assert status == 200, host
@@ -447,6 +449,15 @@ def test_find_matches_exact_then_wildcard(tmp_path: Path, domain: str, wildcard:
     found = certbot.find(domain, wildcard=wildcard)
 
     assert (found.name if found else None) == expected
+
+
+def test_wildcard_domain_reuses_wildcard(tmp_path: Path) -> None:
+    """A domain given as *.name is looked up as name plus *.name, without running certbot."""
+    config = tmp_path / "config"
+    write_lineage(config, "wild", ["example.test", "*.example.test"], days=60)
+    certbot = Certbot(acme_server.DIRECTORY_URL, tmp_path, config_dir=config, command=("false",))
+
+    assert certbot.ensure("*.example.test") == "wild"
 
 
 def test_find_skips_unreadable_lineage(tmp_path: Path) -> None:
