@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     tls.add_argument("--acme-server", metavar="URL", help="ACME directory URL that certbot requests certificates from")
     tls.add_argument(
         "--https-listen", default="127.0.0.1:8443",
-        help="address:port of the private nginx's TLS server blocks (default: 127.0.0.1:8443)",
+        help="address:port that the TLS server blocks listen on (default: 127.0.0.1:8443)",
     )
     tls.add_argument("--certbot-dir", type=Path, help="certbot's config, work and logs dirs (default: STATE_DIR/certbot)")
     tls.add_argument("--certbot-command", default="certbot", help="the certbot executable (default: certbot)")
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     tls.add_argument(
         "--on-remove", choices=("keep", "revoke"), default="keep",
-        help="what happens to a certificate that no domain uses any more (default: keep)",
+        help="keep or revoke a certificate that no domain uses any more (default: keep)",
     )
 
     keys = commands.add_parser("keys", help="create, list or revoke API keys")

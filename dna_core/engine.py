@@ -593,6 +593,9 @@ class DNA:
             serving = f"it keeps certificate {kept}" if kept else "it stays on HTTP"
             self._say("no new certificate for %s, %s: %s", domain, serving, error, level=logging.ERROR)
             raise
+        if certificate is None:
+            self._say("no certificate for %s: the provider returned none", domain, level=logging.WARNING)
+            return
         self.store.set_certificate(domain, certificate)
         try:
             self._write_config(service)
