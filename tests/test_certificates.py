@@ -368,6 +368,14 @@ def test_certbot_timeout_is_reported(tmp_path: Path) -> None:
         certbot.ensure("app.example.test")
 
 
+def test_unreachable_acme_server_is_reported(tmp_path: Path) -> None:
+    """certbot failing to reach the ACME server raises with certbot's own message."""
+    certbot = Certbot(f"https://127.0.0.1:{free_port()}/dir", tmp_path / "certbot", webroot=tmp_path, timeout=60)
+
+    with pytest.raises(CertificateFailed, match="certbot certonly exited 1: .*127.0.0.1"):
+        certbot.ensure("app.example.test")
+
+
 def test_wildcard_needs_dns_arguments(tmp_path: Path) -> None:
     """A wildcard without DNS plugin or hook arguments fails before certbot runs."""
     certbot = Certbot(acme_server.DIRECTORY_URL, tmp_path / "certbot", webroot=tmp_path)
