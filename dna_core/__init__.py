@@ -6,9 +6,11 @@ This package imports no web framework. Adapters (``dna_flask``,
 
 from __future__ import annotations
 
+from .certificates import Certbot, CertificateInfo
 from .clients import ApiClient, Client, LogsClient, Route
 from .engine import DNA, LABEL_INSTANCE, LABEL_SERVICE, CertificateProvider, ServiceInfo
 from .errors import (
+    CertificateFailed,
     DeployFailed,
     DockerUnavailable,
     DomainConflict,
@@ -29,7 +31,7 @@ from .http import (
     text_response,
 )
 from .keys import AUTH_HEADER, KeyManager, client_address
-from .nginx import NginxError, NginxSettings, PrivateNginx
+from .nginx import NginxError, NginxSettings, PrivateNginx, ServerBlock
 from .precheck import ALLOW_ALL, DENY_ALL, Precheck, allow_from, precheck, split_precheck
 from .validation import InvalidField
 
@@ -42,6 +44,9 @@ __all__ = [
     "LABEL_SERVICE",
     "MAX_BODY_BYTES",
     "ApiClient",
+    "Certbot",
+    "CertificateFailed",
+    "CertificateInfo",
     "CertificateProvider",
     "Client",
     "DeployFailed",
@@ -62,6 +67,7 @@ __all__ = [
     "Request",
     "Response",
     "Route",
+    "ServerBlock",
     "ServiceInfo",
     "ServiceNotFound",
     "allow_from",

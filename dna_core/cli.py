@@ -44,6 +44,23 @@ def _parser() -> argparse.ArgumentParser:
         help="network allowed to open the key pages; repeat for more (default: 127.0.0.0/8 and ::1)",
     )
     serve.add_argument("--key-lifetime", type=float, default=3600, help="seconds an API key stays valid (default: 3600)")
+    tls = serve.add_argument_group("TLS", "domains stay on plain HTTP unless --acme-server is given")
+    tls.add_argument("--acme-server", metavar="URL", help="ACME directory URL that certbot requests certificates from")
+    tls.add_argument(
+        "--https-listen", default="127.0.0.1:8443",
+        help="address:port that the TLS server blocks listen on (default: 127.0.0.1:8443)",
+    )
+    tls.add_argument("--certbot-dir", type=Path, help="certbot's config, work and logs dirs (default: STATE_DIR/certbot)")
+    tls.add_argument("--certbot-command", default="certbot", help="the certbot executable (default: certbot)")
+    tls.add_argument("--certbot-email", help="ACME account contact (default: register without one)")
+    tls.add_argument(
+        "--certbot-arg", action="append", default=[], metavar="ARG",
+        help="extra certbot argument for wildcard (DNS-01) runs, such as --certbot-arg=--dns-cloudflare; repeat for more",
+    )
+    tls.add_argument(
+        "--on-remove", choices=("keep", "revoke"), default="keep",
+        help="keep or revoke a certificate that no domain uses any more (default: keep)",
+    )
 
     keys = commands.add_parser("keys", help="create, list or revoke API keys")
     key_commands = keys.add_subparsers(dest="key_command", required=True)
@@ -84,6 +101,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import dna_flask
 
+    from .certificates import Certbot
     from .engine import DNA
     from .errors import EngineError
     from .nginx import NginxSettings, PrivateNginx
@@ -92,7 +110,22 @@ def _serve(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir).resolve()
     build_root = args.build_root or state_dir / "builds"
     build_root.mkdir(parents=True, exist_ok=True)
+    certificates = None
+    if args.acme_server:
+        try:
+            certificates = Certbot(
+                args.acme_server,
+                args.certbot_dir or state_dir / "certbot",
+                email=args.certbot_email,
+                command=shlex.split(args.certbot_command),
+                on_remove=args.on_remove,
+            )
+        except ValueError as error:
+            print(f"dna serve: {error}", file=sys.stderr)
+            return 2
+
     private = None
+    https_listen = args.https_listen if args.acme_server else None
     nginx: PrivateNginx | NginxSettings
     if args.nginx_include_dir:
         nginx = NginxSettings(
@@ -100,13 +133,22 @@ def _serve(args: argparse.Namespace) -> int:
             log_dir=args.nginx_log_dir or state_dir / "nginx-logs",
             test_command=tuple(shlex.split(args.nginx_test_command)),
             reload_command=tuple(shlex.split(args.nginx_reload_command)),
+            https_listen=https_listen,
         )
     else:
-        private = nginx = PrivateNginx(state_dir / "nginx", listen=args.nginx_listen)
+        private = nginx = PrivateNginx(state_dir / "nginx", listen=args.nginx_listen, https_listen=https_listen)
         private.start()
         logger.info("private nginx serves deployed domains on %s", args.nginx_listen)
 
-    dna = DNA(args.name, default=args.default_domain, state_dir=state_dir, nginx=nginx, build_root=build_root)
+    dna = DNA(
+        args.name,
+        default=args.default_domain,
+        cb_args=args.certbot_arg,
+        state_dir=state_dir,
+        nginx=nginx,
+        build_root=build_root,
+        certificates=certificates,
+    )
     try:
         dna.propagate_services()
     except EngineError as error:

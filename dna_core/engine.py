@@ -18,7 +18,9 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from .certificates import Certbot
 from .errors import (
+    CertificateFailed,
     DeployFailed,
     DockerUnavailable,
     DomainConflict,
@@ -53,7 +55,16 @@ class CertificateProvider(Protocol):
     """Finds or provisions the certificate of a domain for :meth:`DNA.add_domain`."""
 
     def ensure(self, domain: str, force_wildcard: bool, force_provision: bool) -> str | None:
-        """Return the certificate name that covers ``domain``, provisioning one if needed."""
+        """Return the certificate name that covers ``domain``, provisioning one if needed.
+
+        :raises CertificateFailed: when no certificate could be had.
+        """
+
+    def files(self, name: str) -> tuple[Path, Path] | None:
+        """Return the fullchain and private key files of certificate ``name``, if they exist."""
+
+    def release(self, name: str) -> None:
+        """Keep or revoke certificate ``name``, which no domain uses any more."""
 
 
 @attrs.frozen
@@ -118,7 +129,10 @@ class DNA:
         disables ``build_image`` through the API.
     :param volume_root: directory that bind mounts must lie in; ``None``
         allows named volumes only.
-    :param certificates: provisions TLS certificates; ``None`` serves HTTP only.
+    :param certificates: provisions TLS certificates, such as a
+        :class:`~dna_core.certificates.Certbot`; ``None`` serves HTTP only.
+        It needs an nginx with ``https_listen`` set. A ``Certbot`` gets the
+        engine's logger, ``cb_args`` and nginx webroot.
     :param stop_timeout: seconds a container gets to stop before it is killed.
     :param ready_timeout: seconds a new container gets to accept connections.
     """
@@ -167,6 +181,13 @@ class DNA:
             self.nginx = Nginx(nginx.settings, private=nginx, log=self.log)
         else:
             self.nginx = Nginx(nginx, log=self.log)
+        if certificates is not None and self.nginx.settings.https_listen is None:
+            raise ValueError(
+                "DNA(certificates=...) needs an nginx with https_listen set, "
+                "such as PrivateNginx(root, https_listen='127.0.0.1:8443')"
+            )
+        if isinstance(certificates, Certbot):
+            certificates.attach(self.log, self.cb_args, self.nginx.settings.webroot)
 
         self.store = Store(self.state_dir / f"{self.name}.sqlite3")
         self._docker = docker_client
@@ -443,14 +464,20 @@ class DNA:
     def _write_config(self, service: str) -> None:
         """Render and apply the nginx file of ``service`` from the store."""
         record = self._record(service)
-        blocks = [
-            ServerBlock(
-                domain=domain.domain,
-                proxy_headers=domain.proxy_headers,
-                default_server=domain.domain == self.default,
+        blocks = []
+        for domain in self.store.domains_of(service):
+            files = None
+            if domain.certificate and self.certificates is not None:
+                files = self.certificates.files(domain.certificate)
+            blocks.append(
+                ServerBlock(
+                    domain=domain.domain,
+                    proxy_headers=domain.proxy_headers,
+                    default_server=domain.domain == self.default,
+                    certificate=files[0] if files else None,
+                    certificate_key=files[1] if files else None,
+                )
             )
-            for domain in self.store.domains_of(service)
-        ]
         ports = [record.host_port] if record.host_port else []
         text = render_service(self.name, service, ports, blocks, self.nginx.settings)
         path = self.nginx.path_for(self.name, service)
@@ -493,6 +520,7 @@ class DNA:
         record = self._record(service)
         with self._lock(record.name):
             self._say("deleting %s", record.name)
+            certificates = {domain.certificate for domain in self.store.domains_of(record.name)}
             try:
                 self.nginx.remove(self.nginx.path_for(self.name, record.name))
             except NginxError as error:
@@ -502,6 +530,8 @@ class DNA:
             self.store.delete_service(record.name)
             for error in (False, True):
                 self.nginx_log_path(record.name, error).unlink(missing_ok=True)
+            for certificate in certificates:
+                self._release_certificate(certificate)
         self._services = [info for info in self._services if info.name != record.name]
         return True
 
@@ -517,7 +547,14 @@ class DNA:
     ) -> bool:
         """Route ``domain`` to ``service`` through nginx, then secure it.
 
+        With a certificate provider, a matching certificate is reused or a
+        new one provisioned, and the domain moves to HTTPS with HTTP
+        redirected to it.
+
         :raises DomainConflict: when ``domain`` is bound to another service.
+        :raises CertificateFailed: when no certificate could be had; the
+            domain is routed and keeps serving plain HTTP, or HTTPS with the
+            certificate it had before.
         """
         record = self._record(service)
         domain = validate_domain(domain)
@@ -537,12 +574,46 @@ class DNA:
                 else:
                     self.store.add_domain(domain, record.name, previous.proxy_headers)
                 raise
-            if self.certificates is not None:
-                certificate = self.certificates.ensure(domain, force_wildcard, force_provision)
-                self.store.set_certificate(domain, certificate)
-                self._write_config(record.name)
-        self._refresh_one(record.name)
+            try:
+                if self.certificates is not None:
+                    self._secure(record.name, domain, force_wildcard, force_provision)
+            finally:
+                self._refresh_one(record.name)
         return True
+
+    def _secure(self, service: str, domain: str, force_wildcard: bool, force_provision: bool) -> None:
+        """Give ``domain`` a certificate and its TLS server block."""
+        if self.certificates is None:
+            return
+        previous = self.store.get_domain(domain)
+        try:
+            certificate = self.certificates.ensure(domain, force_wildcard, force_provision)
+        except CertificateFailed as error:
+            kept = previous.certificate if previous else None
+            serving = f"it keeps certificate {kept}" if kept else "it stays on HTTP"
+            self._say("no new certificate for %s, %s: %s", domain, serving, error, level=logging.ERROR)
+            raise
+        if certificate is None:
+            self._say("no certificate for %s: the provider returned none", domain, level=logging.WARNING)
+            return
+        self.store.set_certificate(domain, certificate)
+        try:
+            self._write_config(service)
+        except EngineError:
+            self.store.set_certificate(domain, previous.certificate if previous else None)
+            raise
+        self._say("%s serves HTTPS with certificate %s", domain, certificate)
+        if previous is not None and previous.certificate not in (None, certificate):
+            self._release_certificate(previous.certificate)
+
+    def _release_certificate(self, certificate: str | None) -> None:
+        """Hand ``certificate`` back to the provider once no domain uses it."""
+        if certificate is None or self.certificates is None:
+            return
+        for record in self.store.list_services():
+            if any(domain.certificate == certificate for domain in self.store.domains_of(record.name)):
+                return
+        self.certificates.release(certificate)
 
     def remove_domain(self, service: str, domain: str) -> bool:
         """Stop routing ``domain`` to ``service``; return whether it was routed."""
@@ -558,7 +629,9 @@ class DNA:
                 self._write_config(record.name)
             except EngineError:
                 self.store.add_domain(domain, record.name, bound.proxy_headers)
+                self.store.set_certificate(domain, bound.certificate)
                 raise
+            self._release_certificate(bound.certificate)
         self._refresh_one(record.name)
         return True
 

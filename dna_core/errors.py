@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "CertificateFailed",
     "DeployFailed",
     "DockerUnavailable",
     "DomainConflict",
@@ -55,5 +56,15 @@ class DockerUnavailable(EngineError):
 
 class ExternalCommandFailed(EngineError):
     """nginx or certbot failed; the message carries its output."""
+
+    status = 502
+
+
+class CertificateFailed(EngineError):
+    """No certificate could be found or provisioned; the domain stays on plain HTTP.
+
+    The API returns ``{"success": false, "error": ...}`` with status 200
+    for ``add_domain``, because the domain itself was routed.
+    """
 
     status = 502

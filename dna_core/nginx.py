@@ -46,6 +46,8 @@ class NginxSettings:
     :param pid_file: the master's pid file; with it, a reload waits until
         new workers run the new configuration.
     :param reload_timeout: seconds to wait for those workers.
+    :param https_listen: the ``listen`` address of TLS server blocks; ``None``
+        serves every domain on plain HTTP, with or without a certificate.
     """
 
     include_dir: Path = attrs.field(converter=Path)
@@ -57,15 +59,23 @@ class NginxSettings:
     error_log: Path | None = None
     pid_file: Path | None = None
     reload_timeout: float = 10.0
+    https_listen: str | None = None
 
 
 @attrs.frozen
 class ServerBlock:
-    """One proxied domain of a service."""
+    """One proxied domain of a service, with its certificate files if it has one."""
 
     domain: str
     proxy_headers: dict[str, str] = attrs.field(factory=dict)
     default_server: bool = False
+    certificate: Path | None = None
+    certificate_key: Path | None = None
+
+    @property
+    def has_tls(self) -> bool:
+        """Whether the block has both certificate files."""
+        return self.certificate is not None and self.certificate_key is not None
 
 
 def server_names(domain: str) -> list[str]:
@@ -104,35 +114,68 @@ def render_service(
     lines += [f"    server 127.0.0.1:{port};" for port in ports] or ["    server 127.0.0.1:9 down;"]
     lines.append("}")
     for block in blocks:
+        tls = block.has_tls and settings.https_listen is not None
         listen = settings.listen + (" default_server" if block.default_server else "")
-        lines += [
-            "",
-            "server {",
-            f"    listen {listen};",
-            f"    server_name {' '.join(server_names(block.domain))};",
-            f"    access_log {access_log};",
-            f"    error_log {error_log};",
-        ]
-        if settings.webroot is not None:
+        lines += ["", "server {", f"    listen {listen};"]
+        lines += _server_common(block, settings, access_log, error_log)
+        if tls:
+            # Everything but the ACME challenge moves to HTTPS, so renewals
+            # over HTTP-01 keep working.
             lines += [
-                "    location /.well-known/acme-challenge/ {",
-                f"        root {settings.webroot};",
+                "    location / {",
+                f"        return 301 https://$host{_port_suffix(str(settings.https_listen))}$request_uri;",
                 "    }",
+                "}",
+                "",
+                "server {",
+                f"    listen {settings.https_listen} ssl"
+                + (" default_server;" if block.default_server else ";"),
             ]
-        lines += [
-            "    location / {",
-            f"        proxy_pass http://{upstream};",
-            "        proxy_http_version 1.1;",
-            "        proxy_set_header Host $host;",
-            "        proxy_set_header X-Real-IP $remote_addr;",
-            "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-            "        proxy_set_header X-Forwarded-Proto $scheme;",
-        ]
-        lines += [
-            f'        proxy_set_header {name} "{value}";' for name, value in block.proxy_headers.items()
-        ]
-        lines += ["    }", "}"]
+            lines += _server_common(block, settings, access_log, error_log)
+            lines += [
+                f"    ssl_certificate {block.certificate};",
+                f"    ssl_certificate_key {block.certificate_key};",
+            ]
+        lines += _proxy_location(upstream, block)
+        lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _server_common(block: ServerBlock, settings: NginxSettings, access_log: Path, error_log: Path) -> list[str]:
+    """Render the lines that the HTTP and the TLS server block of a domain share."""
+    lines = [
+        f"    server_name {' '.join(server_names(block.domain))};",
+        f"    access_log {access_log};",
+        f"    error_log {error_log};",
+    ]
+    if settings.webroot is not None:
+        lines += [
+            "    location /.well-known/acme-challenge/ {",
+            f"        root {settings.webroot};",
+            "    }",
+        ]
+    return lines
+
+
+def _proxy_location(upstream: str, block: ServerBlock) -> list[str]:
+    lines = [
+        "    location / {",
+        f"        proxy_pass http://{upstream};",
+        "        proxy_http_version 1.1;",
+        "        proxy_set_header Host $host;",
+        "        proxy_set_header X-Real-IP $remote_addr;",
+        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "        proxy_set_header X-Forwarded-Proto $scheme;",
+    ]
+    lines += [f'        proxy_set_header {name} "{value}";' for name, value in block.proxy_headers.items()]
+    lines.append("    }")
+    return lines
+
+
+def _port_suffix(listen: str) -> str:
+    """Return ``:PORT`` for a redirect to ``listen``, or nothing for port 443."""
+    port = listen.rsplit(":", 1)[-1].split()[0]
+    return "" if port == "443" else f":{port}"
 
 
 def _run(
@@ -334,11 +377,24 @@ class PrivateNginx:
 
     :param root: directory for ``nginx.conf``, sites, logs and temp files.
     :param listen: loopback address and port, such as ``127.0.0.1:8080``.
+    :param https_listen: address and port of the TLS server blocks, such as
+        ``127.0.0.1:8443``; ``None`` keeps every domain on plain HTTP.
+
+    NOTE: started as root, nginx runs its workers as ``nobody``, which must
+    be able to traverse ``root`` and read ``root/webroot`` for HTTP-01
+    challenges to pass.
     """
 
-    def __init__(self, root: str | Path, listen: str = "127.0.0.1:8080", binary: str = "nginx") -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        listen: str = "127.0.0.1:8080",
+        binary: str = "nginx",
+        https_listen: str | None = None,
+    ) -> None:
         self.root = Path(root).resolve()
         self.listen = listen
+        self.https_listen = https_listen
         self.binary = binary
         self.conf = self.root / "nginx.conf"
         for sub in ("sites", "logs", "tmp", "webroot"):
@@ -357,6 +413,7 @@ class PrivateNginx:
             webroot=self.root / "webroot",
             error_log=self.root / "logs" / "nginx-error.log",
             pid_file=self.root / "nginx.pid",
+            https_listen=self.https_listen,
         )
 
     def pid(self) -> int | None:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EngineError
+from ..errors import CertificateFailed, EngineError
 from ..http import HTTPError, Request, Response, json_response, text_response
 from ..validation import InvalidField, validate_bool, validate_service_name
 
@@ -106,13 +106,18 @@ def add_domain(client: ApiClient, request: Request) -> Response:
         {"service", "domain", "force_wildcard", "force_provision", "proxy_set_header"},
         {"service", "domain"},
     )
-    success = client.dna.add_domain(
-        body["service"],
-        body["domain"],
-        force_wildcard=validate_bool(body.get("force_wildcard", False), "force_wildcard"),
-        force_provision=validate_bool(body.get("force_provision", False), "force_provision"),
-        proxy_set_header=body.get("proxy_set_header"),
-    )
+    try:
+        success = client.dna.add_domain(
+            body["service"],
+            body["domain"],
+            force_wildcard=validate_bool(body.get("force_wildcard", False), "force_wildcard"),
+            force_provision=validate_bool(body.get("force_provision", False), "force_provision"),
+            proxy_set_header=body.get("proxy_set_header"),
+        )
+    except CertificateFailed as error:
+        # The domain is routed and serves plain HTTP, so this is no server
+        # error. The body names what failed and the engine's log has the rest.
+        return json_response({"success": False, "error": str(error)})
     return json_response({"success": success})
 
 
