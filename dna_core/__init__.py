@@ -32,6 +32,7 @@ from .keys import AUTH_HEADER, KeyManager, client_address
 from .nginx import NginxError, NginxSettings, PrivateNginx
 from .precheck import ALLOW_ALL, DENY_ALL, Precheck, allow_from, precheck, split_precheck
 from .validation import InvalidField
+from .wsgi import WSGIApp
 
 __all__ = [
     "ALLOW_ALL",
@@ -64,6 +65,7 @@ __all__ = [
     "Route",
     "ServiceInfo",
     "ServiceNotFound",
+    "WSGIApp",
     "allow_from",
     "client_address",
     "html_response",
