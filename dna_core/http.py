@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from typing import IO, Any, Union
+from typing import Any, Protocol, Union
 from urllib.parse import parse_qsl
 
 import attrs
@@ -241,7 +241,13 @@ def text_response(body: Body, status: int = 200) -> Response:
     return Response(status, headers, body)
 
 
-def read_body(stream: IO[bytes], content_length: int | None) -> bytes:
+class Readable(Protocol):
+    """A binary stream to read a request body from, such as ``wsgi.input``."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+def read_body(stream: Readable, content_length: int | None) -> bytes:
     """Read a request body, at most :data:`MAX_BODY_BYTES` plus one byte.
 
     Reading one byte past the limit lets :meth:`Request.json` report 413

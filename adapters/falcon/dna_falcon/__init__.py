@@ -81,7 +81,7 @@ class _AddSlash:
         raise falcon.HTTPPermanentRedirect(f"{req.root_path}{req.path}/{query}")
 
 
-def add_routes(app: falcon.App, resources: Resources, prefix: str = "") -> None:
+def add_routes(app: falcon.App[Any, Any], resources: Resources, prefix: str = "") -> None:
     """Add every resource of ``resources`` to ``app`` under ``prefix``, such as ``/logs``."""
     if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
         raise ValueError(f"prefix must start with '/' and not end with one, such as '/logs', not {prefix!r}")
