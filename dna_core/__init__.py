@@ -19,6 +19,7 @@ from .errors import (
 )
 from .http import (
     MAX_BODY_BYTES,
+    EnvironHeaders,
     HTTPError,
     PrecheckDenied,
     Request,
@@ -49,6 +50,7 @@ __all__ = [
     "DockerUnavailable",
     "DomainConflict",
     "EngineError",
+    "EnvironHeaders",
     "ExternalCommandFailed",
     "HTTPError",
     "ImageNotFound",

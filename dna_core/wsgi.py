@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
-from werkzeug.wrappers import Request as WerkzeugRequest
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from .clients import Client
-from .http import Request, Response, read_body
+from .http import Request, Response
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -66,23 +65,10 @@ class WSGIApp:
 
     def _endpoint_app(self, endpoint: str) -> WSGIApplication:
         def endpoint_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-            request = _to_request(WerkzeugRequest(environ), environ[ROUTING_ARGS][1])
+            request = Request.from_environ(environ, environ[ROUTING_ARGS][1])
             return _to_werkzeug(self.client.handle(endpoint, request))(environ, start_response)
 
         return endpoint_app
-
-
-def _to_request(incoming: WerkzeugRequest, path_params: dict[str, Any]) -> Request:
-    """Build a neutral request from a werkzeug request and the matched parameters."""
-    return Request(
-        method=incoming.method,
-        path=incoming.path,
-        path_params={name: str(value) for name, value in path_params.items()},
-        query={name: incoming.args[name] for name in incoming.args},
-        headers=list(incoming.headers.items()),
-        body=read_body(incoming.stream, incoming.content_length),
-        remote_addr=incoming.remote_addr or "",
-    )
 
 
 def _to_werkzeug(response: Response) -> WerkzeugResponse:

@@ -1,7 +1,10 @@
 """Bottle adapter: the docker-dna clients as Bottle apps to mount.
 
-Each route turns ``bottle.request`` into a neutral request, calls the core
-client and returns the neutral response as a ``bottle.HTTPResponse``::
+Each route builds a neutral request from the WSGI environ of
+``bottle.request``, calls the core client and returns the neutral response
+as a ``bottle.HTTPResponse``. The environ, unlike Bottle's ``remote_addr``,
+gives the connection's peer address, and its body is read only up to the
+size limit::
 
     app = bottle.Bottle()
     app.mount("/logs/", dna_bottle.create_logs_client(dna))
@@ -15,29 +18,9 @@ from typing import Any
 
 import bottle
 
-from dna_core import ALLOW_ALL, ApiClient, Client, LogsClient, Request, Response, read_body
+from dna_core import ALLOW_ALL, ApiClient, Client, LogsClient, Request, Response
 
 __all__ = ["app_for", "create_api_client", "create_logs_client"]
-
-
-def _to_request(path_params: dict[str, Any]) -> Request:
-    incoming = bottle.request
-    environ = incoming.environ
-    # Bottle's content_length is -1 without a Content-Length header.
-    length = incoming.content_length
-    return Request(
-        method=incoming.method,
-        path=incoming.fullpath,
-        path_params={name: str(value) for name, value in path_params.items()},
-        query={name: incoming.query.getunicode(name, default="") for name in incoming.query},
-        headers=list(incoming.headers.items()),
-        # Bottle's request.body buffers the whole upload; read_body stops
-        # one byte past the limit instead.
-        body=read_body(environ["wsgi.input"], length if length >= 0 else 0),
-        # Bottle's remote_addr trusts X-Forwarded-For, which any client can
-        # set, so take the peer address of the connection.
-        remote_addr=environ.get("REMOTE_ADDR") or "",
-    )
 
 
 def _to_bottle(response: Response) -> bottle.HTTPResponse:
@@ -55,7 +38,8 @@ def app_for(client: Client) -> bottle.Bottle:
         endpoint = route.endpoint
 
         def callback(_endpoint: str = endpoint, **path_params: Any) -> bottle.HTTPResponse:
-            return _to_bottle(client.handle(_endpoint, _to_request(path_params)))
+            request = Request.from_environ(bottle.request.environ, path_params)
+            return _to_bottle(client.handle(_endpoint, request))
 
         if route.guarded and client.native_precheck is not None:
             callback = client.native_precheck(callback)

@@ -1,7 +1,8 @@
 """Falcon adapter: the docker-dna clients as Falcon resources.
 
-Each responder turns the Falcon request into a neutral request, calls the
-core client and copies the neutral response into the Falcon response::
+Each responder builds a neutral request from the Falcon request's WSGI
+environ, calls the core client and copies the neutral response into the
+Falcon response::
 
     app = falcon.App()
     dna_falcon.add_routes(app, dna_falcon.create_logs_client(dna), prefix="/logs")
@@ -16,25 +17,12 @@ from typing import Any
 
 import falcon
 
-from dna_core import ALLOW_ALL, ApiClient, Client, LogsClient, Request, Response, read_body
+from dna_core import ALLOW_ALL, ApiClient, Client, LogsClient, Request, Response
 
 __all__ = ["Resources", "add_routes", "create_api_client", "create_logs_client"]
 
 # Falcon templates name a field {name}; werkzeug rules write <name> or <converter:name>.
 _RULE_FIELD = re.compile(r"<(?:[a-z_]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
-
-
-def _to_request(req: falcon.Request, path_params: dict[str, Any]) -> Request:
-    query = {name: value[0] if isinstance(value, list) else value for name, value in req.params.items()}
-    return Request(
-        method=req.method,
-        path=req.path,
-        path_params={name: str(value) for name, value in path_params.items()},
-        query=query,
-        headers=list(req.headers.items()),
-        body=read_body(req.bounded_stream, req.content_length),
-        remote_addr=req.remote_addr,
-    )
 
 
 def _to_falcon(response: Response, resp: falcon.Response) -> None:
@@ -64,7 +52,7 @@ class Resources:
         route = client.route(endpoint)
 
         def respond(resource: object, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
-            _to_falcon(client.handle(endpoint, _to_request(req, params)), resp)
+            _to_falcon(client.handle(endpoint, Request.from_environ(req.env, params)), resp)
 
         responders = {f"on_{method.lower()}": respond for method in route.methods}
         resource_class = type(f"{endpoint}_resource", (), responders)
