@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import importlib.metadata
 import io
 import json
 import platform
@@ -49,7 +50,7 @@ TARGET = 0.80
 
 
 class BenchEngine:
-    """The engine methods the two benchmarked routes call, answered from memory."""
+    """The engine methods that the two benchmarked routes call, returning fixed values."""
 
     def __init__(self, state_dir: Path) -> None:
         self.name = "bench"
@@ -214,7 +215,7 @@ def requests_per_second(app: Any, template: dict[str, Any], count: int) -> float
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per round (default 2000)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per app; the best counts (default 5)")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds per app; the best counts (default 7)")
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as state_dir:
@@ -226,13 +227,15 @@ def main() -> int:
             f"GET /<service>/docker ({LOG_LINES} lines)": make_environ(f"/logs/{SERVICE}/docker", {}),
         }
 
-        print(f"Python {platform.python_version()} on {platform.machine()}, {options.requests} requests x best of {options.rounds} rounds")
+        versions = ", ".join(f"{name} {importlib.metadata.version(name)}" for name in ("flask", "falcon", "bottle", "werkzeug"))
+        print(f"Python {platform.python_version()} on {platform.machine()}; {versions}")
+        print(f"{options.requests} requests x best of {options.rounds} rounds, CPU time of this process")
         print(f"{'framework':<8} {'request':<34} {'native req/s':>12} {'adapter req/s':>13} {'ratio':>6}")
         below_target = []
         for framework, build in FRAMEWORKS.items():
             adapted, native = build(dna, keys)
             for label, template in requests.items():
-                # Both apps must answer the request alike, or the comparison means nothing.
+                # Both apps must return 200, or the comparison means nothing.
                 adapted_status, _ = call(adapted, template)
                 native_status, _ = call(native, template)
                 if not adapted_status.startswith("200") or not native_status.startswith("200"):

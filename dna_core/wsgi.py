@@ -54,7 +54,11 @@ class WSGIApp:
             self.endpoints[route.endpoint] = endpoint_app
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        """Match the path, then run the endpoint's app; 404, 405 and 308 come from werkzeug."""
+        """Match the path and run the endpoint's app.
+
+        werkzeug sends the 404, the 405 and the 308 redirect that adds a
+        missing trailing slash.
+        """
         try:
             endpoint, params = self.url_map.bind_to_environ(environ).match()
         except HTTPException as error:

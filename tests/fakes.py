@@ -1,8 +1,8 @@
 """A stand-in for the DNA engine that records calls and touches no Docker or nginx.
 
 Handler and adapter tests use it where the real engine would only slow them
-down; the store is a real :class:`dna_core.store.Store`, because API keys live
-there.
+down. Its store is a real :class:`dna_core.store.Store`, because API keys are
+stored there.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dna_core.store import Store
 
 
 class FakeDNA:
-    """Answers every public engine method from memory and records each call.
+    """A stand-in engine that serves every public method from memory and records each call.
 
     :param state_dir: directory for the SQLite store.
     :param name: instance name shown on the index page.

@@ -87,7 +87,7 @@ class LoopbackClient(Client):
     """werkzeug's test client, sending from 127.0.0.1 as a real loopback client would."""
 
     def open(self, *args: Any, **kwargs: Any) -> TestResponse:
-        # werkzeug's test client sends no peer address unless told to.
+        # werkzeug's test client sends no REMOTE_ADDR unless the caller sets one.
         kwargs.setdefault("environ_base", {"REMOTE_ADDR": "127.0.0.1"})
         return super().open(*args, **kwargs)
 
@@ -141,6 +141,14 @@ class ConformanceCases:
         assert response.status_code in (301, 308)
         assert response.headers["Location"].endswith("/logs/")
 
+    def test_head_sends_no_body(self, dna: FakeDNA) -> None:
+        """HEAD of a page succeeds like GET, without the body."""
+        response = self.client(dna).head("/logs/")
+
+        assert response.status_code == 200
+        assert response.mimetype == "text/html"
+        assert response.get_data() == b""
+
     def test_engine_log_is_escaped(self, dna: FakeDNA) -> None:
         """The engine log page shows the lines as text, never as markup."""
         dna.log_lines["dna"] = ["deployed web", "<script>alert(1)</script>"]
@@ -188,17 +196,17 @@ class ConformanceCases:
 
     def test_fallback_serves_unknown_pages(self, dna: FakeDNA) -> None:
         """An unknown log type or service goes to the fallback."""
-        asked: list[tuple[str, str]] = []
+        requested: list[tuple[str, str]] = []
 
         def fallback(service: str, log: str) -> str:
-            asked.append((service, log))
+            requested.append((service, log))
             return f"fallback for {service}/{log}"
 
         client = self.client(dna, logs={"fallback": fallback})
 
         assert body_of(client.get("/logs/web/metrics")) == "fallback for web/metrics"
         assert body_of(client.get("/logs/nosuch/docker")) == "fallback for nosuch/docker"
-        assert asked == [("web", "metrics"), ("nosuch", "docker")]
+        assert requested == [("web", "metrics"), ("nosuch", "docker")]
 
     def test_unknown_page_without_fallback_is_404(self, dna: FakeDNA) -> None:
         """Without a fallback an unknown log type or service is 404."""
@@ -279,10 +287,10 @@ class ConformanceCases:
         assert token is not None
         assert client.post("/api/new_key", data={}).status_code == 403
         created = client.post("/api/new_key", data={"csrf_token": token.group(1)})
-        shown = re.search(r'class="key">([^<]+)<', body_of(created))
+        key_match = re.search(r'class="key">([^<]+)<', body_of(created))
         assert created.status_code == 201
-        assert shown is not None
-        key = shown.group(1)
+        assert key_match is not None
+        key = key_match.group(1)
         key_id = key.split("_")[1]
 
         assert client.post("/api/propagate_services", headers={AUTH_HEADER: key}).status_code == 200
@@ -315,7 +323,7 @@ class ConformanceCases:
         assert dna.calls_to(method) == [(args, kwargs)]
 
     def test_engine_failure_flag_is_reported(self, dna: FakeDNA, key: str) -> None:
-        """An engine call that returns False answers ``success: false``."""
+        """An engine call that returns False is reported as ``success: false``."""
         dna.success = False
 
         response = self.client(dna).post("/api/stop_service", json={"service": "web"}, headers={AUTH_HEADER: key})
@@ -337,7 +345,7 @@ class ConformanceCases:
     def test_progress_endpoint_returns_lines(
         self, dna: FakeDNA, key: str, endpoint: str, body: Any, call: tuple[str, tuple[Any, ...], dict[str, Any]]
     ) -> None:
-        """Pull and build answer the engine's progress as plain-text lines."""
+        """Pull and build return the engine's progress as plain-text lines."""
         response = self.client(dna).post(f"/api/{endpoint}", json=body, headers={AUTH_HEADER: key})
 
         assert response.status_code == 200
@@ -421,7 +429,7 @@ class ConformanceCases:
         assert dna.has_service("web")
 
     def test_missing_json_is_400(self, dna: FakeDNA, key: str) -> None:
-        """An empty body where JSON is required is a 400 that says what to send."""
+        """An empty body where JSON is required is a 400 that names what to send."""
         response = self.client(dna).post("/api/stop_service", headers={AUTH_HEADER: key})
 
         assert response.status_code == 400
@@ -494,7 +502,7 @@ class ConformanceCases:
 
     @pytest.mark.docker
     def test_real_engine_pages_and_api(self, engine: Any) -> None:
-        """On the real engine the index, the engine log and the API answer."""
+        """On the real engine the index, the engine log and the API respond."""
         key = KeyManager(engine.store).create("127.0.0.1").key
         client = self.client(engine)
 

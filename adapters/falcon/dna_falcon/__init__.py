@@ -54,7 +54,9 @@ class Resources:
         def respond(resource: object, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
             _to_falcon(client.handle(endpoint, Request.from_environ(req.env, params)), resp)
 
-        responders = {f"on_{method.lower()}": respond for method in route.methods}
+        # Falcon, unlike werkzeug and Bottle, serves HEAD only where a responder exists.
+        methods = route.methods + ("HEAD",) if "GET" in route.methods else route.methods
+        responders = {f"on_{method.lower()}": respond for method in methods}
         resource_class = type(f"{endpoint}_resource", (), responders)
         if route.guarded and client.native_precheck is not None:
             resource_class = falcon.before(client.native_precheck)(resource_class)
