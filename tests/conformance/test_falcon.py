@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from conformance.cases import NATIVE_DENIED, Adapter, ConformanceCases
+from conformance.cases import NATIVE_DENIED, Adapter, ConformanceCases, LoopbackClient
+from fakes import FakeDNA
 
 falcon = pytest.importorskip("falcon", reason="the Falcon adapter needs Falcon installed")
 
@@ -30,3 +31,19 @@ class FalconAdapter(Adapter):
 
 class TestFalcon(ConformanceCases):
     adapter = FalconAdapter()
+
+    def test_hook_completing_response_denies(self, dna: FakeDNA) -> None:
+        """A before hook that marks the response complete keeps the page from running."""
+
+        def deny(req: Any, resp: Any, resource: Any, params: Any) -> None:
+            resp.status = NATIVE_DENIED
+            resp.text = "Log in first."
+            resp.complete = True
+
+        client = LoopbackClient(self.adapter.make_app({"dna": dna, "precheck": deny}, {"dna": dna}))
+
+        response = client.get("/logs/web/docker")
+
+        assert response.status_code == NATIVE_DENIED
+        assert response.get_data(as_text=True) == "Log in first."
+        assert dna.calls_to("docker_logs") == []

@@ -52,6 +52,10 @@ class Resources:
         route = client.route(endpoint)
 
         def respond(resource: object, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
+            # Falcon runs the responder after a before hook even when the hook
+            # marked the response complete, as a hook may do to deny a request.
+            if resp.complete:
+                return
             _to_falcon(client.handle(endpoint, Request.from_environ(req.env, params)), resp)
 
         # Falcon, unlike werkzeug and Bottle, serves HEAD only where a responder exists.
