@@ -39,8 +39,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 import dna_bottle
 import dna_falcon
 import dna_flask
-from dna_core import ALLOW_ALL, AUTH_HEADER, HTTPError, KeyManager, ServiceInfo, WSGIApp
-from dna_core import ApiClient, LogsClient
+from dna_core import ALLOW_ALL, AUTH_HEADER, ApiClient, HTTPError, KeyManager, LogsClient, ServiceInfo, WSGIApp
 from dna_core.pages import log_page
 from dna_core.store import Store
 

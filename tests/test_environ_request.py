@@ -65,7 +65,7 @@ def test_query_keeps_first_value_and_decodes_utf8() -> None:
 
 def test_non_ascii_path_decodes_utf8() -> None:
     """PEP 3333 passes raw path bytes as latin-1 text; the request contains the UTF-8 text."""
-    raw = "/logs/café/docker".encode("utf-8").decode("latin-1")
+    raw = "/logs/café/docker".encode().decode("latin-1")
 
     request = Request.from_environ(environ(SCRIPT_NAME="", PATH_INFO=raw), {})
 

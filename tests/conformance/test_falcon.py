@@ -47,3 +47,11 @@ class TestFalcon(ConformanceCases):
         assert response.status_code == NATIVE_DENIED
         assert response.get_data(as_text=True) == "Log in first."
         assert dna.calls_to("docker_logs") == []
+
+    def test_prefix_must_not_end_with_slash(self, dna: FakeDNA) -> None:
+        """add_routes rejects a prefix that would double the slash or lacks the leading one."""
+        resources = dna_falcon.create_logs_client(dna)
+
+        for prefix in ("/logs/", "logs"):
+            with pytest.raises(ValueError, match="prefix must start with '/'"):
+                dna_falcon.add_routes(falcon.App(), resources, prefix=prefix)
