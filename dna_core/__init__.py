@@ -1,7 +1,8 @@
 """docker-dna core: the deploy engine and framework-neutral HTTP handlers.
 
 This package imports no web framework. Adapters (``dna_flask``,
-``dna_falcon``, ``dna_bottle``) turn its clients into framework routes.
+``dna_falcon``, ``dna_bottle``) turn its clients into framework routes, and
+:class:`WSGIApp` serves a client in any other WSGI host.
 """
 
 from __future__ import annotations
