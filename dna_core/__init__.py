@@ -1,7 +1,8 @@
 """docker-dna core: the deploy engine and framework-neutral HTTP handlers.
 
 This package imports no web framework. Adapters (``dna_flask``,
-``dna_falcon``, ``dna_bottle``) turn its clients into framework routes.
+``dna_falcon``, ``dna_bottle``) turn its clients into framework routes, and
+:class:`WSGIApp` serves a client in any other WSGI host.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .errors import (
 )
 from .http import (
     MAX_BODY_BYTES,
+    EnvironHeaders,
     HTTPError,
     PrecheckDenied,
     Request,
@@ -34,6 +36,7 @@ from .keys import AUTH_HEADER, KeyManager, client_address
 from .nginx import NginxError, NginxSettings, PrivateNginx, ServerBlock
 from .precheck import ALLOW_ALL, DENY_ALL, Precheck, allow_from, precheck, split_precheck
 from .validation import InvalidField
+from .wsgi import WSGIApp
 
 __all__ = [
     "ALLOW_ALL",
@@ -53,6 +56,7 @@ __all__ = [
     "DockerUnavailable",
     "DomainConflict",
     "EngineError",
+    "EnvironHeaders",
     "ExternalCommandFailed",
     "HTTPError",
     "ImageNotFound",
@@ -70,6 +74,7 @@ __all__ = [
     "ServerBlock",
     "ServiceInfo",
     "ServiceNotFound",
+    "WSGIApp",
     "allow_from",
     "client_address",
     "html_response",

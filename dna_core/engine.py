@@ -528,8 +528,8 @@ class DNA:
             for container in self._containers(record.name):
                 self._remove_container(container.id)
             self.store.delete_service(record.name)
-            for error in (False, True):
-                self.nginx_log_path(record.name, error).unlink(missing_ok=True)
+            for error_log in (False, True):
+                self.nginx_log_path(record.name, error_log).unlink(missing_ok=True)
             for certificate in certificates:
                 self._release_certificate(certificate)
         self._services = [info for info in self._services if info.name != record.name]
@@ -747,7 +747,7 @@ class DNA:
             return []
         try:
             with self._docker_call(f"reading the logs of {record.name}"):
-                output = self.docker.containers.get(record.container_id).logs(tail=lines)
+                output: bytes = self.docker.containers.get(record.container_id).logs(tail=lines)
         except docker.errors.NotFound:
             return []
         return output.decode("utf-8", "replace").splitlines()

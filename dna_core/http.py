@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from typing import IO, Any, Union
+from typing import Any, Protocol, Union
 from urllib.parse import parse_qsl
 
 import attrs
@@ -18,6 +18,7 @@ import attrs
 __all__ = [
     "MAX_BODY_BYTES",
     "Body",
+    "EnvironHeaders",
     "HTTPError",
     "PrecheckDenied",
     "Request",
@@ -34,7 +35,46 @@ MAX_BODY_BYTES = 1024 * 1024
 Body = Union[str, bytes, Iterable[bytes]]
 
 
-def _lower_keys(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+def _from_latin1(text: str) -> str:
+    """Decode a WSGI path or query string, which PEP 3333 passes as latin-1 text of raw bytes."""
+    return text if text.isascii() else text.encode("latin-1").decode("utf-8", "replace")
+
+
+class EnvironHeaders(Mapping[str, str]):
+    """The HTTP headers of a WSGI environ by lower-case name, read on demand.
+
+    Adapters pass it as :attr:`Request.headers`, so a request does not pay
+    for copying headers that its handler never reads.
+    """
+
+    __slots__ = ("environ",)
+
+    _UNPREFIXED = ("CONTENT_TYPE", "CONTENT_LENGTH")
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self.environ = environ
+
+    def __getitem__(self, name: str) -> str:
+        key = name.upper().replace("-", "_")
+        value = self.environ.get(key if key in self._UNPREFIXED else f"HTTP_{key}")
+        if value is None:
+            raise KeyError(name)
+        return str(value)
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self.environ:
+            if key.startswith("HTTP_"):
+                yield key[5:].replace("_", "-").lower()
+            elif key in self._UNPREFIXED:
+                yield key.replace("_", "-").lower()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _lower_keys(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> Mapping[str, str]:
+    if isinstance(headers, EnvironHeaders):
+        return headers
     items = headers.items() if isinstance(headers, Mapping) else headers
     return {name.lower(): value for name, value in items}
 
@@ -128,8 +168,9 @@ _STATUS_TITLES = {
 class Request:
     """An HTTP request as handlers see it, built by hand in tests.
 
-    ``headers`` keys are stored lower-cased; ``query`` keeps the first value
-    of each parameter; ``remote_addr`` is the peer address of the connection.
+    ``headers`` keys are stored lower-cased, or read on demand from an
+    :class:`EnvironHeaders`; ``query`` keeps the first value of each
+    parameter; ``remote_addr`` is the peer address of the connection.
     """
 
     method: str = "GET"
@@ -139,6 +180,34 @@ class Request:
     headers: Mapping[str, str] = attrs.field(factory=dict, converter=_lower_keys)
     body: bytes = b""
     remote_addr: str = ""
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, Any], path_params: Mapping[str, Any]) -> Request:
+        """Build a request from a WSGI environ and the path parameters a router matched.
+
+        ``remote_addr`` is ``REMOTE_ADDR``, never a forwarding header.
+        """
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        query_string = environ.get("QUERY_STRING", "")
+        query: dict[str, str] = {}
+        if query_string:
+            for name, value in parse_qsl(_from_latin1(query_string), keep_blank_values=True):
+                query.setdefault(name, value)
+        length = environ.get("CONTENT_LENGTH") or ""
+        body = b""
+        # NOTE: a body sent without Content-Length (chunked) reads as empty,
+        # because wsgi.input may block past the end of the body otherwise.
+        if length.isdigit() and int(length) > 0:
+            body = read_body(environ["wsgi.input"], int(length))
+        return cls(
+            environ.get("REQUEST_METHOD", "GET"),
+            _from_latin1(path),
+            {name: str(value) for name, value in path_params.items()},
+            query,
+            EnvironHeaders(environ),
+            body,
+            environ.get("REMOTE_ADDR") or "",
+        )
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """Return the header ``name`` (any case), or ``default``."""
@@ -216,7 +285,11 @@ class Response:
 
     def data(self) -> bytes:
         """Return the whole body as ``bytes``, consuming a stream."""
-        return b"".join(self.iter_bytes())
+        if isinstance(self.body, str):
+            return self.body.encode("utf-8")
+        if isinstance(self.body, bytes):
+            return self.body
+        return b"".join(self.body)
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -241,7 +314,13 @@ def text_response(body: Body, status: int = 200) -> Response:
     return Response(status, headers, body)
 
 
-def read_body(stream: IO[bytes], content_length: int | None) -> bytes:
+class Readable(Protocol):
+    """A binary stream to read a request body from, such as ``wsgi.input``."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+def read_body(stream: Readable, content_length: int | None) -> bytes:
     """Read a request body, at most :data:`MAX_BODY_BYTES` plus one byte.
 
     Reading one byte past the limit lets :meth:`Request.json` report 413

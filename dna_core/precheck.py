@@ -4,7 +4,8 @@ A core precheck is a :class:`Precheck`: its :meth:`Precheck.check` takes the
 neutral :class:`~dna_core.http.Request` and returns to allow it or raises
 :class:`~dna_core.http.PrecheckDenied` to deny it. Anything else passed as a
 precheck is treated as the framework's own view decorator by the adapters
-(a Flask decorator, a Falcon ``before`` hook, a Bottle decorator).
+(a Flask decorator, a Falcon ``before`` hook, a Bottle decorator, or a WSGI
+middleware for :class:`~dna_core.WSGIApp`).
 """
 
 from __future__ import annotations

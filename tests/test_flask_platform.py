@@ -98,6 +98,7 @@ def test_platform_end_to_end(engine: Any, docker_client: Any, private_nginx: Any
         for kind in ("nginx", "error", "docker"):
             assert f'href="web/{kind}"' in index
         assert 'href="dna"' in index
+
         access = wait_for(lambda: _page_with(client, "/logs/web/nginx", "alert(1)"))
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in access
         assert "<script>alert" not in access

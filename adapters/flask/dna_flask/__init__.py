@@ -18,23 +18,13 @@ from dna_core import (
     LogsClient,
     Request,
     Response,
-    read_body,
 )
 
 __all__ = ["blueprint_for", "create_api_client", "create_logs_client"]
 
 
 def _to_request(path_params: dict[str, Any]) -> Request:
-    incoming = flask.request
-    return Request(
-        method=incoming.method,
-        path=incoming.path,
-        path_params={name: str(value) for name, value in path_params.items()},
-        query={name: incoming.args[name] for name in incoming.args},
-        headers=list(incoming.headers.items()),
-        body=read_body(incoming.stream, incoming.content_length),
-        remote_addr=incoming.remote_addr or "",
-    )
+    return Request.from_environ(flask.request.environ, path_params)
 
 
 def _to_flask(response: Response) -> flask.Response:
