@@ -54,5 +54,5 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -e '.[flask,falcon,bottle,test]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[flask,falcon,bottle,test,dev]'
 echo "setup: ready (docker $(docker version --format '{{.Server.Version}}' 2>/dev/null), $(nginx -v 2>&1))"
