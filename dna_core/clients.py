@@ -87,6 +87,11 @@ class Client:
         except EngineError as error:
             logger.warning("%s failed: %s", endpoint, error)
             return self._render(HTTPError(error.status, str(error)), route)
+        except Exception:
+            # A safety net: every known failure maps to a 4xx or 503 above,
+            # so reaching this is a bug, logged with its traceback.
+            logger.exception("%s failed unexpectedly", endpoint)
+            return self._render(HTTPError(500, "Internal error: see the server log."), route)
 
     def authenticate(self, request: Request) -> None:
         """Check the request's credentials; the base class requires none."""

@@ -366,10 +366,17 @@ class DNA:
                 ) from None
             except docker.errors.APIError as error:
                 raise DeployFailed(f"Docker refused to create the container: {error.explanation}") from None
+            except (docker.errors.DockerException, TypeError, ValueError) as error:
+                # The SDK checks some option values itself before calling the daemon.
+                self._say("deploying %s: Docker SDK rejected the options: %s", service, error, level=logging.ERROR)
+                raise DeployFailed(f"Docker rejected the options: {error}") from None
 
             try:
-                with self._docker_call(f"starting {name}"):
-                    container.start()
+                try:
+                    with self._docker_call(f"starting {name}"):
+                        container.start()
+                except docker.errors.APIError as error:
+                    raise DeployFailed(f"Docker could not start the container: {error.explanation}") from None
                 self._wait_ready(container, port)
                 self.store.save_service(service, image, port, container.id, host_port, options)
                 try:
@@ -493,11 +500,14 @@ class DNA:
         record = self._record(service)
         with self._lock(record.name):
             self._say("deleting %s", record.name)
+            # Listing first means an unreachable Docker daemon fails the call
+            # before nginx stops routing to the service.
+            containers = self._containers(record.name)
             try:
                 self.nginx.remove(self.nginx.path_for(self.name, record.name))
             except NginxError as error:
                 raise ExternalCommandFailed(str(error)) from None
-            for container in self._containers(record.name):
+            for container in containers:
                 self._remove_container(container.id)
             self.store.delete_service(record.name)
             for error in (False, True):
@@ -638,7 +648,9 @@ class DNA:
                     self._remove_container(container.id)
         for path in self.nginx.settings.include_dir.glob(f"dna-{self.name}-*.conf"):
             service = path.name[len(f"dna-{self.name}-"):-len(".conf")]
-            if service not in records:
+            # Instance "a" also matches the files of instance "a-b", so only a
+            # file whose header names this instance is ours to remove.
+            if service not in records and self._wrote(path, service):
                 self._say("removing nginx file %s: no service %r is recorded", path, service)
                 try:
                     self.nginx.remove(path)
@@ -646,6 +658,15 @@ class DNA:
                     raise ExternalCommandFailed(str(error)) from None
         self._services = infos
         return True
+
+    def _wrote(self, path: Path, service: str) -> bool:
+        """Whether ``path`` is the nginx file this instance writes for ``service``."""
+        try:
+            with path.open(encoding="utf-8", errors="replace") as handle:
+                header = handle.readline()
+        except OSError:
+            return False
+        return header.startswith(f"# Written by docker-dna instance {self.name} for service {service};")
 
     @staticmethod
     def _published_port(container: Any, port: int) -> int | None:

@@ -167,8 +167,8 @@ class Nginx:
     def apply(self, path: Path, text: str | None) -> None:
         """Replace ``path`` with ``text`` (or delete it when ``None``), test, reload.
 
-        The previous file is restored when ``nginx -t`` fails, so the running
-        configuration and the files on disk never disagree.
+        The previous file is restored when ``nginx -t`` or the reload fails,
+        so the running configuration and the files on disk agree.
 
         :raises NginxError: with nginx's output when the test or reload fails.
         """
@@ -181,7 +181,12 @@ class Nginx:
             if result.returncode != 0:
                 _write(path, previous)
                 raise NginxError(f"nginx rejected the new configuration: {result.stderr.strip()}")
-            self._reload()
+            try:
+                self._reload()
+            except NginxError:
+                # The running nginx still serves the previous file, so put it back.
+                _write(path, previous)
+                raise
 
     def remove(self, path: Path) -> None:
         """Delete ``path`` and reload nginx."""

@@ -67,7 +67,12 @@ def new_key(client: ApiClient, request: Request) -> Response:
         return html_response(page("Create an API key", body))
 
     _check_form(client, request)
-    created = client.keys.create(ip)
+    try:
+        created = client.keys.create(ip)
+    except ValueError:
+        raise HTTPError(
+            400, f"Cannot bind a key to the client address {ip!r}: it is not an IP address."
+        ) from None
     body = (
         "<p>Copy the key now: it is shown only once.</p>"
         f'<p class="key">{escape(created.key)}</p>'
