@@ -17,6 +17,7 @@ from .errors import EngineError
 from .handlers import api, keys, logs
 from .http import HTTPError, PrecheckDenied, Request, Response, html_response
 from .keys import AUTH_HEADER, KeyManager, client_address
+from .openapi import openapi_document
 from .precheck import ALLOW_ALL, DENY_ALL, split_precheck
 
 __all__ = ["ApiClient", "Client", "LogsClient", "Route"]
@@ -171,6 +172,7 @@ class ApiClient(Client):
         Route("add_domain", "/add_domain", ("POST",), api.add_domain, authenticated=True),
         Route("remove_domain", "/remove_domain", ("POST",), api.remove_domain, authenticated=True),
         Route("delete_service", "/delete_service", ("POST",), api.delete_service, authenticated=True),
+        Route("openapi", "/openapi.json", ("GET",), openapi_document),
     )
 
     def __init__(
