@@ -250,7 +250,7 @@ http {{
     fastcgi_temp_path {root}/tmp/fastcgi;
     uwsgi_temp_path {root}/tmp/uwsgi;
     scgi_temp_path {root}/tmp/scgi;
-    server_names_hash_bucket_size 128;
+    server_names_hash_bucket_size 512;
     server {{
         listen {listen} default_server;
         server_name _;

@@ -30,6 +30,7 @@ _SERVICE = {
 _DOMAIN = {
     "type": "string",
     "maxLength": 253,
+    "pattern": r"^(\*\.)?([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$",
     "description": "RFC 1123 host name of two or more labels, optionally starting with '*.'.",
     "example": "app.example.test",
 }
@@ -106,7 +107,7 @@ REQUEST_BODIES: dict[str, dict[str, Any]] = {
                 "type": "object",
                 "description": "Extra headers nginx sends upstream; names of letters, digits and '-',"
                 " values of printable ASCII without quotes, backslashes, ';', '{' or '}'.",
-                "additionalProperties": {"type": "string", "maxLength": 1024},
+                "additionalProperties": {"type": "string", "pattern": r"^[ !#-&(-:<-\[\]-z|~]{0,1024}$"},
             },
         },
         ["service", "domain"],

@@ -34,7 +34,8 @@ _SERVICE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _LABEL_RE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 # Docker's reference grammar, simplified: [registry[:port]/]path[:tag][@digest].
 _IMAGE_RE = re.compile(
-    r"(?:[a-zA-Z0-9.-]+(?::[0-9]{1,5})?/)?"
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"(?::[0-9]{1,5})?/)?"
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
     r"(?::[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?"
