@@ -89,6 +89,9 @@ def _record(client: ApiClient, key_id: str | None) -> ApiKeyRecord:
         raise HTTPError(400, "Missing key id: send ?key=<key id>.")
     record = client.keys.store.get_key(key_id)
     if record is None:
+        if key_id.startswith("dna_"):
+            # Never echo what looks like a whole key back into a page.
+            raise HTTPError(404, "That is an API key, not a key id: open the key list and follow its id.")
         raise HTTPError(404, f"No API key has the id {key_id!r}.")
     return record
 
