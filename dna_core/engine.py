@@ -229,6 +229,16 @@ class DNA:
                 raise DockerUnavailable(f"{action} failed: {error.explanation or error}") from None
             raise
 
+    def _ping(self, action: str) -> None:
+        """Fail with :class:`DockerUnavailable` unless the daemon answers within the client's timeout.
+
+        NOTE: the Docker SDK sends pulls, and builds without a ``timeout``
+        option, with no read timeout, so this check bounds a daemon that is
+        down or hung when the call starts but not one that hangs mid-stream.
+        """
+        with self._docker_call(action):
+            self.docker.ping()
+
     def _lock(self, service: str) -> threading.RLock:
         with self._locks_guard:
             return self._locks[service]
@@ -262,6 +272,7 @@ class DNA:
         image = validate_image(image)
         tag = validate_tag(tag)
         self._say("pulling %s%s", image, f":{tag}" if tag else "")
+        self._ping(f"pulling {image}")
         try:
             with self._docker_call(f"pulling {image}"):
                 progress = self.docker.api.pull(image, tag=tag, stream=True, decode=True)
@@ -294,6 +305,7 @@ class DNA:
         options = validate_build_options(options, self.build_root)
         options.setdefault("rm", True)
         self._say("building %s from %s", options.get("tag", "an untagged image"), options["path"])
+        self._ping("building an image")
         with self._docker_call("building an image"):
             progress = self.docker.api.build(decode=True, **options)
             lines = self._progress(progress, "build")
