@@ -168,25 +168,37 @@ class Nginx:
         """Replace ``path`` with ``text`` (or delete it when ``None``), test, reload.
 
         The previous file is restored when ``nginx -t`` or the reload fails,
-        so the running configuration and the files on disk agree.
+        so the running configuration and the files on disk agree. A marker
+        file lives from the write until the reload, so that when a process
+        dies in between, the next call reloads even if the file is unchanged.
 
         :raises NginxError: with nginx's output when the test or reload fails.
         """
+        pending = self.settings.include_dir / ".dna.pending"
         with self._lock, _file_lock(self.settings.include_dir / ".dna.lock"):
             previous = path.read_text() if path.exists() else None
             if previous == text:
+                if pending.exists():
+                    self.log.warning("an earlier nginx update was interrupted: reloading nginx")
+                    self.test()
+                    self._reload()
+                    pending.unlink()
                 return
+            pending.touch()
             _write(path, text)
             result = _run(self.settings.test_command, log=self.log)
             if result.returncode != 0:
                 _write(path, previous)
+                pending.unlink()
                 raise NginxError(f"nginx rejected the new configuration: {result.stderr.strip()}")
             try:
                 self._reload()
             except NginxError:
                 # The running nginx still serves the previous file, so put it back.
                 _write(path, previous)
+                pending.unlink()
                 raise
+            pending.unlink()
 
     def remove(self, path: Path) -> None:
         """Delete ``path`` and reload nginx."""
