@@ -20,14 +20,14 @@ import pytest
 flask = pytest.importorskip("flask", reason="the fuzz tests serve the API through Flask")
 schemathesis = pytest.importorskip("schemathesis", reason="the fuzz tests need schemathesis")
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis.errors import Unsatisfiable  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
+import dna_flask
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
 
-import dna_flask  # noqa: E402
-from dna_core import ALLOW_ALL, ApiClient, KeyManager, Request  # noqa: E402
-from dna_core.store import Store  # noqa: E402
-from dna_core.validation import validate_image, validate_tag  # noqa: E402
+from dna_core import ALLOW_ALL, ApiClient, KeyManager, Request
+from dna_core.store import Store
+from dna_core.validation import validate_image, validate_tag
 
 #: Examples per operation and generation mode.
 MAX_EXAMPLES = 30
@@ -46,10 +46,10 @@ def make_app(engine: Any) -> Any:
 def fuzz(
     app: Any,
     key: str,
-    exclude: set[str] = frozenset(),
-    only: set[str] | None = None,
+    exclude: frozenset[str] = frozenset(),
+    only: frozenset[str] | None = None,
     target_service: str | None = None,
-) -> Counter:
+) -> collections.Counter[tuple[str, int]]:
     """Send generated requests to every operation; return the count per (operation, status).
 
     :param target_service: a deployed service that every other valid request
@@ -57,50 +57,49 @@ def fuzz(
         lookup and reach Docker and nginx.
     """
     schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app)
-    statuses: Counter = collections.Counter()
-    sent = iter(range(1_000_000))
+    statuses: collections.Counter[tuple[str, int]] = collections.Counter()
     for result in schema.get_all_operations():
         operation = result.ok()
         name = operation.definition.raw.get("operationId", operation.label)
         if name in exclude or (only is not None and name not in only):
             continue
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-
-            @settings(
-                max_examples=MAX_EXAMPLES,
-                deadline=None,
-                database=None,
-                derandomize=True,
-                suppress_health_check=list(HealthCheck),
-            )
-            @given(operation.as_strategy(generation_mode=mode))
-            def send(case: Any) -> None:
-                if (
-                    target_service
-                    and mode is GenerationMode.POSITIVE
-                    and name != "delete_service"
-                    and isinstance(case.body, dict)
-                    and "service" in case.body
-                    and next(sent) % 2 == 0
-                ):
-                    case.body["service"] = target_service
-                response = case.call(
-                    headers={"App-Key-DNA": key}, environ_overrides={"REMOTE_ADDR": CLIENT_ADDRESS}
-                )
-                statuses[(operation.label, response.status_code)] += 1
-
+            retarget = target_service if mode is GenerationMode.POSITIVE and name != "delete_service" else None
             try:
-                send()
+                fuzz_operation(operation, mode, key, retarget, statuses)
             except Unsatisfiable:
                 # An operation with no body and no parameters has no invalid form.
                 pass
     return statuses
 
 
-Counter = collections.Counter
+def fuzz_operation(
+    operation: Any,
+    mode: GenerationMode,
+    key: str,
+    target_service: str | None,
+    statuses: collections.Counter[tuple[str, int]],
+) -> None:
+    sent = iter(range(1_000_000))
+
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(operation.as_strategy(generation_mode=mode))
+    def send(case: Any) -> None:
+        if target_service and isinstance(case.body, dict) and "service" in case.body and next(sent) % 2 == 0:
+            case.body["service"] = target_service
+        response = case.call(headers={"App-Key-DNA": key}, environ_overrides={"REMOTE_ADDR": CLIENT_ADDRESS})
+        statuses[(operation.label, response.status_code)] += 1
+
+    send()
 
 
-def server_errors(statuses: Counter) -> dict[Any, int]:
+def server_errors(statuses: collections.Counter[tuple[str, int]]) -> dict[Any, int]:
     return {key: count for key, count in statuses.items() if key[1] >= 500 and key[1] not in ALLOWED_5XX}
 
 
@@ -151,7 +150,7 @@ def test_fuzz_real_engine_no_server_errors(
     skip = {engine.state_dir, Path(private_nginx.root)}
     before = {root: snapshot(root, skip) for root in watched_roots}
 
-    statuses = fuzz(make_app(engine), key, exclude={"pull_image"}, target_service="web")
+    statuses = fuzz(make_app(engine), key, exclude=frozenset({"pull_image"}), target_service="web")
 
     print(f"\nreal engine: {sum(statuses.values())} requests, statuses {sorted(statuses.items())}")
     assert sum(statuses.values()) > 0
@@ -167,7 +166,7 @@ def test_fuzz_pull_image_no_server_errors(tmp_path: Path) -> None:
     engine = StandInEngine(tmp_path)
     key = KeyManager(engine.store).create(CLIENT_ADDRESS).key
 
-    statuses = fuzz(make_app(engine), key, only={"pull_image"})
+    statuses = fuzz(make_app(engine), key, only=frozenset({"pull_image"}))
 
     print(f"\npull_image: {sum(statuses.values())} requests, statuses {sorted(statuses.items())}")
     assert sum(statuses.values()) > 0
@@ -179,7 +178,7 @@ class StandInEngine:
     """Just enough of the engine for ``pull_image``: it validates and records, never pulls."""
 
     name = "standin"
-    services: list[Any] = []
+    services: tuple[Any, ...] = ()
 
     def __init__(self, root: Path) -> None:
         self.store = Store(root / "standin.sqlite3")

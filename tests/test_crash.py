@@ -15,15 +15,13 @@ import socket
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port, nginx_get, wait_for
 
 from dna_core import DNA, LABEL_INSTANCE, KeyManager
 from dna_core.nginx import ServerBlock, render_service
-
-from conftest import free_port, nginx_get, wait_for
 
 pytestmark = pytest.mark.docker
 

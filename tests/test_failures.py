@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 import docker
 import pytest
+from conftest import nginx_get, wait_for
 
 from dna_core import (
     ALLOW_ALL,
@@ -29,8 +30,6 @@ from dna_core import (
 )
 from dna_core.nginx import Nginx
 from dna_core.store import Store
-
-from conftest import nginx_get, wait_for
 
 CLIENT_ADDRESS = "127.0.0.1"
 #: Seconds the Docker client waits for an answer in these tests.

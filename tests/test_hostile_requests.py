@@ -16,18 +16,17 @@ from typing import Any
 import docker
 import pytest
 
+import dna_core.keys
 from dna_core import (
     ALLOW_ALL,
     AUTH_HEADER,
     DNA,
     MAX_BODY_BYTES,
     ApiClient,
-    KeyManager,
     LogsClient,
     NginxSettings,
     Request,
 )
-import dna_core.keys
 
 CLIENT_ADDRESS = "192.0.2.10"
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import docker
 import pytest
+from conftest import free_port
 from docker.models.containers import _create_container_args
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -29,8 +30,6 @@ from dna_core.validation import (
     validate_run_options,
     validate_service_name,
 )
-
-from conftest import free_port
 
 PROPERTY = settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
