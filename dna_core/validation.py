@@ -322,7 +322,7 @@ def validate_run_options(value: Any, volume_root: Path | None = None) -> dict[st
 
 
 def _is_text(value: Any, pattern: re.Pattern[str] | None = None) -> bool:
-    """Whether ``value`` is a string without NUL that matches ``pattern``, if given."""
+    """Return whether ``value`` is a string without NUL that matches ``pattern``, if given."""
     if not isinstance(value, str) or "\x00" in value:
         return False
     return pattern is None or pattern.fullmatch(value) is not None

@@ -389,3 +389,26 @@ def test_store_concurrent_writer_processes(tmp_path: Path) -> None:
 
     assert failures == []
     check_store(path)
+
+
+@pytest.mark.docker
+def test_propagate_keeps_other_instance_files(tmp_path: Path, docker_client: Any) -> None:
+    """Reconciling instance 'inst' leaves the nginx files of instance 'inst-two' alone."""
+    settings = NginxSettings(
+        include_dir=tmp_path / "sites", log_dir=tmp_path / "logs",
+        test_command=("true",), reload_command=("true",),
+    )
+    suffix = os.urandom(3).hex()
+    short = DNA(f"inst{suffix}", state_dir=tmp_path / "one", nginx=settings, docker_client=docker_client)
+    long = DNA(f"inst{suffix}-two", state_dir=tmp_path / "two", nginx=settings, docker_client=docker_client)
+    long.store.save_service("web", "web:v1", 80, None, None, {})
+    long._write_config("web")
+    other_file = long.nginx.path_for(long.name, "web")
+    stale_file = short.nginx.path_for(short.name, "gone")
+    stale_file.write_text(f"# Written by docker-dna instance {short.name} for service gone; edits are overwritten.\n")
+
+    short.propagate_services()
+
+    assert other_file.exists()
+    assert short.nginx.path_for(short.name, "two-web") == other_file
+    assert not stale_file.exists()
