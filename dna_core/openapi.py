@@ -106,8 +106,8 @@ REQUEST_BODIES: dict[str, dict[str, Any]] = {
             "proxy_set_header": {
                 "type": "object",
                 "description": "Extra headers nginx sends upstream; names of letters, digits and '-',"
-                " values of printable ASCII without quotes, backslashes, ';', '{' or '}'.",
-                "additionalProperties": {"type": "string", "pattern": r"^[ !#-&(-:<-\[\]-z|~]{0,1024}$"},
+                " values of printable ASCII without quotes, backslashes, ';', '{', '}' or '$'.",
+                "additionalProperties": {"type": "string", "pattern": r"^[ !#%&(-:<-\[\]-z|~]{0,1024}$"},
             },
         },
         ["service", "domain"],

@@ -44,9 +44,10 @@ _IMAGE_RE = re.compile(
 _TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}")
 _HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
 # Printable ASCII without quotes, backslashes, semicolons or braces, so a value
-# can never end the nginx directive it sits in.
+# can never end the nginx directive it sits in, and without '$', which nginx
+# expands as a variable and rejects when the variable is unknown.
 _HEADER_VALUE_RE = re.compile(r"[\x20-\x7e]{0,1024}")
-_HEADER_VALUE_FORBIDDEN = set("\"'\\;{}")
+_HEADER_VALUE_FORBIDDEN = set("\"'\\;{}$")
 _CONTAINER_PATH_RE = re.compile(r"/[\x20-\x7e]{0,4095}")
 _MOUNT_MODES = {"ro", "rw"}
 _SIZE_RE = re.compile(r"[0-9]{1,15}[bkmgBKMG]?")
@@ -170,7 +171,7 @@ def validate_proxy_headers(value: Any, field: str = "proxy_set_header") -> dict[
             raise InvalidField(
                 f"{field}[{name}]",
                 header_value,
-                "use printable ASCII without quotes, backslashes, ';', '{' or '}'",
+                "use printable ASCII without quotes, backslashes, ';', '{', '}' or '$'",
             )
         result[name] = header_value
     return result

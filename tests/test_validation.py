@@ -208,7 +208,7 @@ def test_proxy_headers_accepted_text_is_safe(value: dict[str, str]) -> None:
         return
     for name, header_value in headers.items():
         assert re.fullmatch(r"[A-Za-z0-9-]+", name)
-        assert not set("\"'\\;{}\r\n") & set(header_value)
+        assert not set("\"'\\;{}$\r\n") & set(header_value)
 
 
 @pytest.fixture(scope="module")
@@ -459,6 +459,15 @@ def test_build_options_accepted_context_inside_root(options: dict[str, Any]) -> 
     if "dockerfile" in accepted:
         dockerfile = Path(os.path.realpath(context / accepted["dockerfile"]))
         assert dockerfile == context or context in dockerfile.parents
+
+
+@pytest.mark.parametrize("value", ["$nosuchvar", "a$", "$host", 'a"b', "a;b", "a{b", "a}b", "a\\b", "a'b", "\t", "é"])
+def test_proxy_headers_rejects_values(value: str) -> None:
+    """Variables, quotes, separators, braces, control and non-ASCII characters are rejected."""
+    with pytest.raises(InvalidField) as caught:
+        validate_proxy_headers({"X-Test": value})
+
+    assert caught.value.details["field"] == "proxy_set_header[X-Test]"
 
 
 def test_invalid_field_body_names_field_value_allowed() -> None:
