@@ -672,7 +672,7 @@ class DNA:
         return True
 
     def _wrote(self, path: Path, service: str) -> bool:
-        """Whether ``path`` is the nginx file this instance writes for ``service``."""
+        """Return whether ``path`` is the nginx file this instance writes for ``service``."""
         try:
             with path.open(encoding="utf-8", errors="replace") as handle:
                 header = handle.readline()
