@@ -25,12 +25,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from dna_core import ALLOW_ALL, ApiClient, KeyManager, Request
+from dna_core import ALLOW_ALL, MAX_BODY_BYTES, ApiClient, KeyManager, Request
 from dna_core.store import Store
 from dna_core.validation import validate_image, validate_tag
 
-#: Examples per operation and generation mode.
-MAX_EXAMPLES = 30
+#: Examples per operation and generation mode; DNA_FUZZ_EXAMPLES raises it for a longer run.
+MAX_EXAMPLES = int(os.environ.get("DNA_FUZZ_EXAMPLES", "30"))
 CLIENT_ADDRESS = "127.0.0.1"
 
 # Status 503 is the documented answer when the Docker daemon is unreachable.
@@ -172,6 +172,21 @@ def test_fuzz_pull_image_no_server_errors(tmp_path: Path) -> None:
     assert sum(statuses.values()) > 0
     assert server_errors(statuses) == {}
     assert engine.pulled, "no generated request reached the engine"
+
+
+def test_oversized_body_through_flask_is_413(tmp_path: Path) -> None:
+    """Flask reads at most one byte past the limit and answers 413 with JSON."""
+    engine = StandInEngine(tmp_path)
+    key = KeyManager(engine.store).create(CLIENT_ADDRESS).key
+    body = b'{"image": "' + b"x" * (MAX_BODY_BYTES * 2) + b'"}'
+
+    response = make_app(engine).test_client().post(
+        "/api/pull_image", data=body, content_type="application/json", headers={"App-Key-DNA": key}
+    )
+
+    assert response.status_code == 413
+    assert response.get_json()["title"] == "Payload Too Large"
+    assert engine.pulled == []
 
 
 class StandInEngine:
