@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from dna_core import (
     NginxSettings,
     Request,
 )
-from dna_core.nginx import Nginx
+from dna_core.nginx import Nginx, ServerBlock, render_service
 from dna_core.store import Store
 
 CLIENT_ADDRESS = "127.0.0.1"
@@ -412,3 +413,71 @@ def test_propagate_keeps_other_instance_files(tmp_path: Path, docker_client: Any
     assert other_file.exists()
     assert short.nginx.path_for(short.name, "two-web") == other_file
     assert not stale_file.exists()
+
+
+def test_store_survives_killed_writers(tmp_path: Path) -> None:
+    """SIGKILL of half of 20 writer processes mid-run leaves a sound database."""
+    path = tmp_path / "killed.sqlite3"
+    store = Store(path)
+    here = Path(__file__).resolve().parent
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER_SCRIPT, str(path), str(writer), "1000"],
+            env=environment, stderr=subprocess.DEVNULL,
+        )
+        for writer in range(WRITERS)
+    ]
+
+    wait_for(lambda: len(store.list_services()) > 200, timeout=HANG_LIMIT)
+    for process in processes[::2]:
+        process.send_signal(signal.SIGKILL)
+    for process in processes[1::2]:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout=HANG_LIMIT)
+    connection = Store(path)._connection()
+
+    assert [process.returncode for process in processes[::2]] == [-signal.SIGKILL] * (WRITERS // 2)
+    assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+    for service in Store(path).list_services():
+        if service.name == "shared":
+            assert service.options == {"last": service.host_port}
+        else:
+            assert service.options == {"writer": int(service.name[1:].split("-")[0])}
+
+
+@pytest.mark.docker
+def test_concurrent_domains_keep_nginx_consistent(engine: DNA, private_nginx: Any) -> None:
+    """20 threads adding domains to 10 services leave every file as the records render it."""
+    services = [f"svc{number}" for number in range(10)]
+    for number, service in enumerate(services):
+        engine.store.save_service(service, "web:v1", 80, None, 41000 + number, {})
+    errors: list[BaseException] = []
+
+    def add(service: str, domain: str) -> None:
+        try:
+            engine.add_domain(service, domain)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [
+        threading.Thread(target=add, args=(service, f"d{copy}.{service}.test"))
+        for service in services
+        for copy in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(HANG_LIMIT)
+
+    assert errors == []
+    for number, service in enumerate(services):
+        domains = [domain.domain for domain in engine.store.domains_of(service)]
+        expected = render_service(
+            engine.name, service, [41000 + number], [ServerBlock(domain) for domain in domains], engine.nginx.settings
+        )
+        assert domains == [f"d0.{service}.test", f"d1.{service}.test"]
+        assert engine.nginx.path_for(engine.name, service).read_text() == expected
+    engine.nginx.test()

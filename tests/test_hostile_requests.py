@@ -15,6 +15,8 @@ from typing import Any
 
 import docker
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import dna_core.keys
 from dna_core import (
@@ -525,3 +527,51 @@ def test_key_never_logged(client: ApiClient, key: str, caplog: pytest.LogCapture
         call(client, "start_service", {"service": "web"}, key + "x")
 
     assert key.split("_", 2)[2] not in caplog.text
+
+
+# Generated requests to the pages
+
+
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(
+    service=st.text(max_size=80),
+    log=st.text(max_size=20) | st.sampled_from(["docker", "nginx", "error"]),
+    lines=st.none() | st.text(max_size=12),
+)
+def test_logs_pages_never_5xx(offline_engine: DNA, service: str, log: str, lines: str | None) -> None:
+    """Any service, log type and ``lines`` value gets a page, a 4xx or the Docker 503."""
+    logs = LogsClient(offline_engine, fallback=lambda name, kind: None)
+    query = {} if lines is None else {"lines": lines}
+    request = Request(path="/x/y", path_params={"service": service, "log": log}, query=query)
+
+    response = logs.handle("service_log", request)
+
+    assert response.status < 500 or response.status == 503
+    assert "<script" not in response.data().decode()
+
+
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(
+    endpoint=st.sampled_from(["keys", "new_key", "manage_key", "revoke_key"]),
+    method=st.sampled_from(["GET", "POST"]),
+    form=st.binary(max_size=200),
+    key_id=st.text(max_size=40),
+    remote_addr=st.sampled_from([CLIENT_ADDRESS, "::1", "", "unix:/run/app.sock", "999.1.1.1"]),
+)
+def test_key_pages_never_5xx(
+    client: ApiClient, endpoint: str, method: str, form: bytes, key_id: str, remote_addr: str
+) -> None:
+    """Any form body, key id and peer address gets a page or a 4xx, and no key without a token."""
+    request = Request(
+        method=method,
+        path=f"/{endpoint}",
+        path_params={"key": key_id} if endpoint == "revoke_key" else {},
+        query={"key": key_id},
+        body=form,
+        remote_addr=remote_addr,
+    )
+
+    response = client.handle(endpoint, request)
+
+    assert response.status < 500
+    assert response.status != 201
