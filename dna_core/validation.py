@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -354,6 +355,12 @@ def _check_run_value(key: str, option: Any, field: str) -> None:
         items = [option] if isinstance(option, str) else option
         if not items or not all(_is_text(item) for item in items):
             raise InvalidField(field, option, "send a non-empty string or list of strings without NUL bytes")
+        if isinstance(option, str):
+            # The Docker SDK splits a string command with shlex.
+            try:
+                shlex.split(option)
+            except ValueError as error:
+                raise InvalidField(field, option, f"the command cannot be split into words ({error})") from None
     elif key == "working_dir":
         if not _is_text(option, _CONTAINER_PATH_RE):
             raise InvalidField(field, option, allowed)

@@ -31,7 +31,11 @@ from dna_core.validation import (
     validate_service_name,
 )
 
-PROPERTY = settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+#: Examples per property; DNA_PROPERTY_EXAMPLES raises it for a longer run.
+PROPERTY_EXAMPLES = int(os.environ.get("DNA_PROPERTY_EXAMPLES", "300"))
+PROPERTY = settings(
+    max_examples=PROPERTY_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 
 # Characters that could end an nginx directive or a block, start a variable,
 # or leave a directory.
@@ -351,6 +355,8 @@ def test_run_options_forbidden_keys(key: str) -> None:
         {"mem_limit": "lots"},
         {"environment": {"A=B": "c"}},
         {"command": ["sh", "-c", "x\x00y"]},
+        {"command": "sh -c 'unbalanced"},
+        {"entrypoint": '"'},
         {"user": -1},
         {"privileged": False},
         {"cap_drop": ["ALL"]},
