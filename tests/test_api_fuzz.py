@@ -2,8 +2,8 @@
 
 Every operation gets up to :data:`MAX_EXAMPLES` valid and as many invalid
 requests. The real engine runs them against the real Docker daemon and a
-private nginx; ``pull_image`` alone runs against a stand-in engine, because
-a valid image reference without a registry host names Docker Hub and the
+private nginx. Only ``pull_image`` runs against a stand-in engine, because a
+valid image reference without a registry host names Docker Hub, and the
 tests never leave the machine.
 """
 
@@ -33,7 +33,7 @@ from dna_core.validation import validate_image, validate_tag
 MAX_EXAMPLES = int(os.environ.get("DNA_FUZZ_EXAMPLES", "30"))
 CLIENT_ADDRESS = "127.0.0.1"
 
-# Status 503 is the documented answer when the Docker daemon is unreachable.
+# Status 503 is the documented response when the Docker daemon is unreachable.
 ALLOWED_5XX = {503}
 
 
@@ -175,7 +175,7 @@ def test_fuzz_pull_image_no_server_errors(tmp_path: Path) -> None:
 
 
 def test_oversized_body_through_flask_is_413(tmp_path: Path) -> None:
-    """Flask reads at most one byte past the limit and answers 413 with JSON."""
+    """Flask reads at most one byte past the limit and returns a JSON 413."""
     engine = StandInEngine(tmp_path)
     key = KeyManager(engine.store).create(CLIENT_ADDRESS).key
     body = b'{"image": "' + b"x" * (MAX_BODY_BYTES * 2) + b'"}'
