@@ -230,7 +230,7 @@ class DNA:
             raise
 
     def _ping(self, action: str) -> None:
-        """Fail with :class:`DockerUnavailable` unless the daemon answers within the client's timeout.
+        """Raise :class:`DockerUnavailable` unless the daemon responds within the client's timeout.
 
         NOTE: the Docker SDK sends pulls, and builds without a ``timeout``
         option, with no read timeout, so this check bounds a daemon that is

@@ -33,7 +33,7 @@ from dna_core.nginx import Nginx, ServerBlock, render_service
 from dna_core.store import Store
 
 CLIENT_ADDRESS = "127.0.0.1"
-#: Seconds the Docker client waits for an answer in these tests.
+#: Seconds the Docker client waits for a response in these tests.
 DOCKER_TIMEOUT = 1
 #: A generous upper bound for a call that must not hang; far above DOCKER_TIMEOUT.
 HANG_LIMIT = 60
@@ -54,7 +54,7 @@ def offline_engine(tmp_path: Path, base_url: str) -> DNA:
 
 @pytest.fixture
 def silent_socket(tmp_path: Path) -> Iterator[str]:
-    """A unix socket that accepts connections and never answers, like a hung daemon."""
+    """A unix socket that accepts connections and never responds, like a hung daemon."""
     path = tmp_path / "hung.sock"
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(path))
@@ -155,7 +155,7 @@ def test_docker_unreachable_keeps_service_routed(tmp_path: Path, silent_socket: 
 
 
 def test_docker_hung_api_answers_503(tmp_path: Path, silent_socket: str) -> None:
-    """Through the API a hung daemon gives a JSON 503 that says what failed."""
+    """Through the API a hung daemon gives a JSON 503 that names what failed."""
     client = ApiClient(offline_engine(tmp_path, silent_socket), precheck=ALLOW_ALL)
 
     response = run_bounded(api_call, client, "run_deploy", {"service": "web", "image": "web:v1", "port": 80})

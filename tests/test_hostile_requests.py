@@ -1,7 +1,7 @@
 """Malformed requests, wrong types and API keys, through the core client with no framework.
 
 The engine here is a real ``DNA`` whose Docker client points at a socket
-nobody listens on and whose nginx commands are ``true``: every request that
+that no process listens on, and whose nginx commands are ``true``: every request that
 passes validation ends at Docker with a 503, so any other 5xx is a bug.
 """
 
@@ -329,7 +329,7 @@ def key_page(client: ApiClient, endpoint: str, method: str = "GET", remote_addr:
 
 
 def test_key_stored_only_as_hash(client: ApiClient, offline_engine: DNA) -> None:
-    """The database holds the SHA-256 of the key, never the key or its secret part."""
+    """The database contains the SHA-256 of the key, never the key or its secret part."""
     created = client.keys.create(CLIENT_ADDRESS)
     secret = created.key.split("_", 2)[2]
 
@@ -374,8 +374,10 @@ def test_key_shown_once(client: ApiClient) -> None:
     manage = key_page(client, "manage_key", query={"key": key_id}).data().decode()
 
     assert created.status == 201
-    assert key_id in index and key_id in manage
-    assert key not in index and key not in manage
+    assert key_id in index
+    assert key_id in manage
+    assert key not in index
+    assert key not in manage
     assert key.split("_", 2)[2] not in index + manage
 
 
@@ -422,8 +424,10 @@ def test_key_get_pages_change_nothing(client: ApiClient) -> None:
         Request(path=route.rule, path_params={"key": created.record.key_id}, remote_addr=CLIENT_ADDRESS),
     )
 
-    assert new_page.status == 200 and 'method="post"' in new_page.data().decode()
-    assert revoke_page.status == 200 and 'method="post"' in revoke_page.data().decode()
+    assert new_page.status == 200
+    assert 'method="post"' in new_page.data().decode()
+    assert revoke_page.status == 200
+    assert 'method="post"' in revoke_page.data().decode()
     assert [record.key_id for record in client.keys.store.active_keys()] == [created.record.key_id]
 
 
