@@ -17,6 +17,7 @@ from .errors import EngineError
 from .handlers import api, keys, logs
 from .http import HTTPError, PrecheckDenied, Request, Response, html_response
 from .keys import AUTH_HEADER, KeyManager, client_address
+from .openapi import openapi_document
 from .precheck import ALLOW_ALL, DENY_ALL, split_precheck
 
 __all__ = ["ApiClient", "Client", "LogsClient", "Route"]
@@ -87,6 +88,11 @@ class Client:
         except EngineError as error:
             logger.warning("%s failed: %s", endpoint, error)
             return self._render(HTTPError(error.status, str(error)), route)
+        except Exception:
+            # A safety net: every known failure maps to a 4xx or 503 above,
+            # so reaching this is a bug, logged with its traceback.
+            logger.exception("%s failed unexpectedly", endpoint)
+            return self._render(HTTPError(500, "Internal error: see the server log."), route)
 
     def authenticate(self, request: Request) -> None:
         """Check the request's credentials; the base class requires none."""
@@ -166,6 +172,7 @@ class ApiClient(Client):
         Route("add_domain", "/add_domain", ("POST",), api.add_domain, authenticated=True),
         Route("remove_domain", "/remove_domain", ("POST",), api.remove_domain, authenticated=True),
         Route("delete_service", "/delete_service", ("POST",), api.delete_service, authenticated=True),
+        Route("openapi", "/openapi.json", ("GET",), openapi_document),
     )
 
     def __init__(

@@ -250,6 +250,16 @@ class DNA:
                 raise DockerUnavailable(f"{action} failed: {error.explanation or error}") from None
             raise
 
+    def _ping(self, action: str) -> None:
+        """Raise :class:`DockerUnavailable` unless the daemon responds within the client's timeout.
+
+        NOTE: the Docker SDK sends pulls, and builds without a ``timeout``
+        option, with no read timeout, so this check bounds a daemon that is
+        down or hung when the call starts but not one that hangs mid-stream.
+        """
+        with self._docker_call(action):
+            self.docker.ping()
+
     def _lock(self, service: str) -> threading.RLock:
         with self._locks_guard:
             return self._locks[service]
@@ -283,6 +293,7 @@ class DNA:
         image = validate_image(image)
         tag = validate_tag(tag)
         self._say("pulling %s%s", image, f":{tag}" if tag else "")
+        self._ping(f"pulling {image}")
         try:
             with self._docker_call(f"pulling {image}"):
                 progress = self.docker.api.pull(image, tag=tag, stream=True, decode=True)
@@ -315,6 +326,7 @@ class DNA:
         options = validate_build_options(options, self.build_root)
         options.setdefault("rm", True)
         self._say("building %s from %s", options.get("tag", "an untagged image"), options["path"])
+        self._ping("building an image")
         with self._docker_call("building an image"):
             progress = self.docker.api.build(decode=True, **options)
             lines = self._progress(progress, "build")
@@ -387,10 +399,17 @@ class DNA:
                 ) from None
             except docker.errors.APIError as error:
                 raise DeployFailed(f"Docker refused to create the container: {error.explanation}") from None
+            except (docker.errors.DockerException, TypeError, ValueError) as error:
+                # The SDK checks some option values itself before calling the daemon.
+                self._say("deploying %s: Docker SDK rejected the options: %s", service, error, level=logging.ERROR)
+                raise DeployFailed(f"Docker rejected the options: {error}") from None
 
             try:
-                with self._docker_call(f"starting {name}"):
-                    container.start()
+                try:
+                    with self._docker_call(f"starting {name}"):
+                        container.start()
+                except docker.errors.APIError as error:
+                    raise DeployFailed(f"Docker could not start the container: {error.explanation}") from None
                 self._wait_ready(container, port)
                 self.store.save_service(service, image, port, container.id, host_port, options)
                 try:
@@ -521,11 +540,14 @@ class DNA:
         with self._lock(record.name):
             self._say("deleting %s", record.name)
             certificates = {domain.certificate for domain in self.store.domains_of(record.name)}
+            # Listing first means an unreachable Docker daemon fails the call
+            # before nginx stops routing to the service.
+            containers = self._containers(record.name)
             try:
                 self.nginx.remove(self.nginx.path_for(self.name, record.name))
             except NginxError as error:
                 raise ExternalCommandFailed(str(error)) from None
-            for container in self._containers(record.name):
+            for container in containers:
                 self._remove_container(container.id)
             self.store.delete_service(record.name)
             for error_log in (False, True):
@@ -711,7 +733,9 @@ class DNA:
                     self._remove_container(container.id)
         for path in self.nginx.settings.include_dir.glob(f"dna-{self.name}-*.conf"):
             service = path.name[len(f"dna-{self.name}-"):-len(".conf")]
-            if service not in records:
+            # Instance "a" also matches the files of instance "a-b", so only a
+            # file whose header names this instance is ours to remove.
+            if service not in records and self._wrote(path, service):
                 self._say("removing nginx file %s: no service %r is recorded", path, service)
                 try:
                     self.nginx.remove(path)
@@ -719,6 +743,15 @@ class DNA:
                     raise ExternalCommandFailed(str(error)) from None
         self._services = infos
         return True
+
+    def _wrote(self, path: Path, service: str) -> bool:
+        """Return whether ``path`` is the nginx file this instance writes for ``service``."""
+        try:
+            with path.open(encoding="utf-8", errors="replace") as handle:
+                header = handle.readline()
+        except OSError:
+            return False
+        return header.startswith(f"# Written by docker-dna instance {self.name} for service {service};")
 
     @staticmethod
     def _published_port(container: Any, port: int) -> int | None:

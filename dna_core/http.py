@@ -227,6 +227,8 @@ class Request:
             value = json.loads(self.body)
         except (UnicodeDecodeError, ValueError) as error:
             raise HTTPError(400, f"The request body is not valid JSON ({error}).") from None
+        except RecursionError:
+            raise HTTPError(400, "The request body nests JSON too deeply.") from None
         if not isinstance(value, dict):
             raise HTTPError(
                 400, f"The request body must be a JSON object, not {type(value).__name__}."

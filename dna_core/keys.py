@@ -114,5 +114,7 @@ class KeyManager:
 
     def check_csrf(self, token: str | None, ip: str) -> None:
         """Raise 403 unless ``token`` is the form token for ``ip``."""
-        if not token or not hmac.compare_digest(token, self.csrf_token(ip)):
+        # Bytes, because compare_digest raises TypeError on non-ASCII str.
+        expected = self.csrf_token(ip).encode()
+        if not token or not hmac.compare_digest(token.encode("utf-8", "replace"), expected):
             raise HTTPError(403, "Missing or invalid form token: reload the form and submit it again.")

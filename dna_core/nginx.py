@@ -216,21 +216,38 @@ class Nginx:
     def apply(self, path: Path, text: str | None) -> None:
         """Replace ``path`` with ``text`` (or delete it when ``None``), test, reload.
 
-        The previous file is restored when ``nginx -t`` fails, so the running
-        configuration and the files on disk never disagree.
+        The previous file is restored when ``nginx -t`` or the reload fails,
+        so the running configuration and the files on disk agree. A marker
+        file lives from the write until the reload, so that when a process
+        dies in between, the next call reloads even if the file is unchanged.
 
         :raises NginxError: with nginx's output when the test or reload fails.
         """
+        pending = self.settings.include_dir / ".dna.pending"
         with self._lock, _file_lock(self.settings.include_dir / ".dna.lock"):
             previous = path.read_text() if path.exists() else None
             if previous == text:
+                if pending.exists():
+                    self.log.warning("an earlier nginx update was interrupted: reloading nginx")
+                    self.test()
+                    self._reload()
+                    pending.unlink()
                 return
+            pending.touch()
             _write(path, text)
             result = _run(self.settings.test_command, log=self.log)
             if result.returncode != 0:
                 _write(path, previous)
+                pending.unlink()
                 raise NginxError(f"nginx rejected the new configuration: {result.stderr.strip()}")
-            self._reload()
+            try:
+                self._reload()
+            except NginxError:
+                # The running nginx still serves the previous file, so put it back.
+                _write(path, previous)
+                pending.unlink()
+                raise
+            pending.unlink()
 
     def remove(self, path: Path) -> None:
         """Delete ``path`` and reload nginx."""
@@ -360,7 +377,7 @@ http {{
     fastcgi_temp_path {root}/tmp/fastcgi;
     uwsgi_temp_path {root}/tmp/uwsgi;
     scgi_temp_path {root}/tmp/scgi;
-    server_names_hash_bucket_size 128;
+    server_names_hash_bucket_size 512;
     server {{
         listen {listen} default_server;
         server_name _;

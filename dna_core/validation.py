@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ _SERVICE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _LABEL_RE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 # Docker's reference grammar, simplified: [registry[:port]/]path[:tag][@digest].
 _IMAGE_RE = re.compile(
-    r"(?:[a-zA-Z0-9.-]+(?::[0-9]{1,5})?/)?"
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"(?::[0-9]{1,5})?/)?"
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
     r"(?::[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?"
@@ -43,9 +45,20 @@ _IMAGE_RE = re.compile(
 _TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}")
 _HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
 # Printable ASCII without quotes, backslashes, semicolons or braces, so a value
-# can never end the nginx directive it sits in.
+# can never end the nginx directive it sits in, and without '$', which nginx
+# expands as a variable and rejects when the variable is unknown.
 _HEADER_VALUE_RE = re.compile(r"[\x20-\x7e]{0,1024}")
-_HEADER_VALUE_FORBIDDEN = set("\"'\\;{}")
+_HEADER_VALUE_FORBIDDEN = set("\"'\\;{}$")
+_CONTAINER_PATH_RE = re.compile(r"/[\x20-\x7e]{0,4095}")
+_MOUNT_MODES = {"ro", "rw"}
+_SIZE_RE = re.compile(r"[0-9]{1,15}[bkmgBKMG]?")
+_SIGNAL_RE = re.compile(r"SIG[A-Z0-9+-]{1,16}|[0-9]{1,2}")
+_HOSTNAME_RE = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9.-]{0,61}[a-zA-Z0-9])?")
+_ENV_NAME_RE = re.compile(r"[^=\x00]{1,256}")
+_TMPFS_OPTIONS_RE = re.compile(r"[a-zA-Z0-9=,]{0,256}")
+_HEALTHCHECK_DURATIONS = ("interval", "timeout", "start_period")
+#: Largest value Docker accepts for its 64-bit integer fields.
+_INT64_MAX = 2**63 - 1
 
 
 class InvalidField(HTTPError):
@@ -126,7 +139,8 @@ def validate_tag(value: Any, field: str = "tag") -> str | None:
 
 def validate_port(value: Any, field: str = "port") -> int:
     """Return ``value`` as an ``int`` if it is a TCP port (1-65535)."""
-    if isinstance(value, str) and value.isdigit():
+    # isascii() keeps out digits such as '²' that isdigit() accepts but int() rejects.
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 5:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise InvalidField(field, value, "send an integer from 1 to 65535")
@@ -158,7 +172,7 @@ def validate_proxy_headers(value: Any, field: str = "proxy_set_header") -> dict[
             raise InvalidField(
                 f"{field}[{name}]",
                 header_value,
-                "use printable ASCII without quotes, backslashes, ';', '{' or '}'",
+                "use printable ASCII without quotes, backslashes, ';', '{', '}' or '$'",
             )
         result[name] = header_value
     return result
@@ -187,17 +201,22 @@ def _inside(path: str, root: Path | None) -> bool:
 
 def _validate_volumes(value: Any, field: str, volume_root: Path | None) -> Any:
     """Accept named volumes anywhere, and bind mounts only under ``volume_root``."""
+    mounts: list[tuple[Any, Any, Any]] = []
     if isinstance(value, Mapping):
-        sources = list(value)
         for source, spec in value.items():
-            if not isinstance(spec, Mapping) or not isinstance(spec.get("bind"), str):
+            if not isinstance(spec, Mapping) or set(spec) - {"bind", "mode"}:
                 raise InvalidField(field, {source: spec}, "send {'SOURCE': {'bind': '/path', 'mode': 'rw'}}")
+            mounts.append((source, spec.get("bind"), spec.get("mode", "rw")))
     elif isinstance(value, list) and all(isinstance(item, str) for item in value):
-        sources = [item.split(":", 1)[0] for item in value]
+        for item in value:
+            parts = item.split(":")
+            if len(parts) not in (2, 3):
+                raise InvalidField(field, item, "send 'SOURCE:/path' or 'SOURCE:/path:mode'")
+            mounts.append((parts[0], parts[1], parts[2] if len(parts) == 3 else "rw"))
     else:
         raise InvalidField(field, value, "send a list of 'SOURCE:/path[:mode]' or an object")
-    for source in sources:
-        if not isinstance(source, str) or not source:
+    for source, target, mode in mounts:
+        if not isinstance(source, str) or not source or "\x00" in source:
             raise InvalidField(field, source, "name a volume or a directory")
         if "/" in source or source.startswith("."):
             if not _inside(source, volume_root):
@@ -207,6 +226,10 @@ def _validate_volumes(value: Any, field: str, volume_root: Path | None) -> Any:
                 )
         elif not _SERVICE_RE.fullmatch(source):
             raise InvalidField(field, source, "a named volume uses letters, digits, '_', '.' or '-'")
+        if not isinstance(target, str) or not _CONTAINER_PATH_RE.fullmatch(target):
+            raise InvalidField(field, target, "mount at an absolute path inside the container")
+        if mode not in _MOUNT_MODES:
+            raise InvalidField(field, mode, "use mode " + " or ".join(sorted(_MOUNT_MODES)))
     return value
 
 
@@ -294,10 +317,96 @@ def validate_run_options(value: Any, volume_root: Path | None = None) -> dict[st
             option = _validate_labels(option, field)
         elif key == "volumes":
             option = _validate_volumes(option, field, volume_root)
-        elif key == "restart_policy" and option.get("Name") not in _RESTART_NAMES:
-            raise InvalidField(field, option, "Name must be one of " + ", ".join(sorted(_RESTART_NAMES)))
+        else:
+            _check_run_value(key, option, field)
         options[key] = option
     return options
+
+
+def _is_text(value: Any, pattern: re.Pattern[str] | None = None) -> bool:
+    """Return whether ``value`` is a string without NUL that matches ``pattern``, if given."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    return pattern is None or pattern.fullmatch(value) is not None
+
+
+def _is_int(value: Any, low: int = 0, high: int = _INT64_MAX) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _check_run_value(key: str, option: Any, field: str) -> None:
+    """Check the content of one run option whose type is already checked.
+
+    The Docker SDK turns some malformed values into exceptions before it
+    talks to the daemon, and a NUL byte can never reach a process, so both
+    are rejected here with a message rather than failing inside Docker.
+    """
+    types, allowed = RUN_OPTIONS[key]
+    if key == "environment":
+        if isinstance(option, Mapping):
+            for name, value in option.items():
+                if not _is_text(name, _ENV_NAME_RE):
+                    raise InvalidField(field, name, "variable names are 1-256 characters without '='")
+                if not (value is None or _is_text(value) or isinstance(value, (int, float))):
+                    raise InvalidField(f"{field}.{name}", value, "send a string, a number or null")
+        elif not all(_is_text(item) and "=" in item for item in option):
+            raise InvalidField(field, option, allowed)
+    elif key in ("command", "entrypoint"):
+        items = [option] if isinstance(option, str) else option
+        if not items or not all(_is_text(item) for item in items):
+            raise InvalidField(field, option, "send a non-empty string or list of strings without NUL bytes")
+        if isinstance(option, str):
+            # The Docker SDK splits a string command with shlex.
+            try:
+                shlex.split(option)
+            except ValueError as error:
+                raise InvalidField(field, option, f"the command cannot be split into words ({error})") from None
+    elif key == "working_dir":
+        if not _is_text(option, _CONTAINER_PATH_RE):
+            raise InvalidField(field, option, allowed)
+    elif key == "user":
+        if not (_is_int(option, 0, 2**32 - 1) or _is_text(option, re.compile(r"[a-zA-Z0-9_.:-]{1,64}"))):
+            raise InvalidField(field, option, "send a user name, 'user:group' or a numeric id")
+    elif key in ("mem_limit", "memswap_limit", "shm_size"):
+        if not (_is_int(option, -1) or _is_text(option, _SIZE_RE)):
+            raise InvalidField(field, option, allowed)
+    elif key in ("nano_cpus", "cpu_shares", "cpu_period", "cpu_quota", "pids_limit"):
+        if not _is_int(option, -1):
+            raise InvalidField(field, option, "send an integer from -1 to 2**63-1")
+    elif key == "restart_policy":
+        if set(option) - {"Name", "MaximumRetryCount"} or option.get("Name") not in _RESTART_NAMES:
+            raise InvalidField(
+                field, option, "send {'Name': NAME} with NAME one of " + ", ".join(sorted(_RESTART_NAMES))
+            )
+        if not _is_int(option.get("MaximumRetryCount", 0), 0, 10_000):
+            raise InvalidField(field, option, "MaximumRetryCount must be an integer from 0 to 10000")
+    elif key == "healthcheck":
+        _check_healthcheck(option, field)
+    elif key == "stop_signal":
+        if not _is_text(option, _SIGNAL_RE):
+            raise InvalidField(field, option, allowed)
+    elif key == "hostname":
+        if not _is_text(option, _HOSTNAME_RE):
+            raise InvalidField(field, option, "send a host name of letters, digits, '.' and '-'")
+    elif key == "tmpfs":
+        for path, mount_options in option.items():
+            if not _is_text(path, _CONTAINER_PATH_RE) or not _is_text(mount_options, _TMPFS_OPTIONS_RE):
+                raise InvalidField(field, {path: mount_options}, "send {'/path': 'size=64m'}")
+
+
+def _check_healthcheck(option: Mapping[str, Any], field: str) -> None:
+    allowed = "send {'test': ['CMD', ...], 'interval': NS, 'timeout': NS, 'retries': N, 'start_period': NS}"
+    if set(option) - {"test", *_HEALTHCHECK_DURATIONS, "retries"}:
+        raise InvalidField(field, option, allowed)
+    test = option.get("test", [])
+    tests = [test] if isinstance(test, str) else test
+    if not isinstance(tests, list) or not all(_is_text(item) for item in tests):
+        raise InvalidField(f"{field}.test", test, "send a command string or a list of strings")
+    for name in _HEALTHCHECK_DURATIONS:
+        if name in option and not _is_int(option[name]):
+            raise InvalidField(f"{field}.{name}", option[name], "send a duration in nanoseconds")
+    if "retries" in option and not _is_int(option["retries"], 0, 10_000):
+        raise InvalidField(f"{field}.retries", option["retries"], "send an integer from 0 to 10000")
 
 
 #: Options of ``build_image`` a key holder may set.
@@ -338,6 +447,11 @@ def validate_build_options(value: Any, build_root: Path | None) -> dict[str, Any
     path = options.get("path")
     if path is None:
         raise InvalidField("options.path", None, "send the build context directory")
+    for name in ("path", "dockerfile", "target"):
+        if name in options and (not options[name] or "\x00" in options[name]):
+            raise InvalidField(f"options.{name}", options[name], "send a non-empty string without NUL bytes")
+    if "timeout" in options and not _is_int(options["timeout"], 1, 86_400):
+        raise InvalidField("options.timeout", options["timeout"], "send a number of seconds from 1 to 86400")
     if build_root is None:
         raise InvalidField("options.path", path, "builds are disabled: the engine has no build root")
     context = os.path.realpath(Path(build_root) / path)
@@ -357,4 +471,7 @@ def validate_build_options(value: Any, build_root: Path | None) -> dict[str, Any
         isinstance(k, str) and isinstance(v, str) for k, v in options["buildargs"].items()
     ):
         raise InvalidField("options.buildargs", options["buildargs"], "send string names and values")
+    for name, value in options.get("buildargs", {}).items():
+        if "\x00" in name or "\x00" in value:
+            raise InvalidField("options.buildargs", name, "send names and values without NUL bytes")
     return options

@@ -42,14 +42,22 @@ def _stream(lines: Iterator[str], what: str) -> Iterator[bytes]:
     except EngineError as error:
         logger.warning("%s failed while streaming: %s", what, error)
         yield f"error: {error}\n".encode("utf-8")
+    except Exception:
+        # The status line is already sent, so the error can only end the text.
+        logger.exception("%s failed while streaming", what)
+        yield f"error: {what} failed unexpectedly; see the engine log\n".encode("utf-8")
 
 
-def _options(body: dict[str, Any]) -> dict[str, Any]:
+def _options(body: dict[str, Any], reserved: tuple[str, ...]) -> dict[str, Any]:
+    """Return ``body["options"]``, rejecting keys that the engine takes as parameters."""
     options = body.get("options")
     if options is None:
         return {}
     if not isinstance(options, dict):
         raise InvalidField("options", options, "send an object of Docker options")
+    for key in reserved:
+        if key in options:
+            raise InvalidField(f"options.{key}", options[key], "not an option: it is set by the endpoint itself")
     return options
 
 
@@ -63,14 +71,14 @@ def pull_image(client: ApiClient, request: Request) -> Response:
 def build_image(client: ApiClient, request: Request) -> Response:
     """Build an image and stream Docker's progress."""
     body = _fields(request, {"options"}, {"options"})
-    lines = client.dna.build_image(stream=True, **_options(body))
+    lines = client.dna.build_image(stream=True, **_options(body, ("stream",)))
     return text_response(_stream(lines, "build"))
 
 
 def run_deploy(client: ApiClient, request: Request) -> Response:
     """Deploy an image as a service."""
     body = _fields(request, {"service", "image", "port", "options"}, {"service", "image", "port"})
-    client.dna.run_deploy(body["service"], body["image"], body["port"], **_options(body))
+    client.dna.run_deploy(body["service"], body["image"], body["port"], **_options(body, ("service", "image", "port")))
     return json_response({"success": True})
 
 

@@ -67,7 +67,12 @@ def new_key(client: ApiClient, request: Request) -> Response:
         return html_response(page("Create an API key", body))
 
     _check_form(client, request)
-    created = client.keys.create(ip)
+    try:
+        created = client.keys.create(ip)
+    except ValueError:
+        raise HTTPError(
+            400, f"Cannot bind a key to the client address {ip!r}: it is not an IP address."
+        ) from None
     body = (
         "<p>Copy the key now: it is shown only once.</p>"
         f'<p class="key">{escape(created.key)}</p>'
@@ -84,6 +89,9 @@ def _record(client: ApiClient, key_id: str | None) -> ApiKeyRecord:
         raise HTTPError(400, "Missing key id: send ?key=<key id>.")
     record = client.keys.store.get_key(key_id)
     if record is None:
+        if key_id.startswith("dna_"):
+            # Never echo what looks like a whole key back into a page.
+            raise HTTPError(404, "That is an API key, not a key id: open the key list and follow its id.")
         raise HTTPError(404, f"No API key has the id {key_id!r}.")
     return record
 

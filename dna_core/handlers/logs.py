@@ -21,7 +21,7 @@ def requested_lines(request: Request, maximum: int) -> int:
     raw = request.query.get("lines")
     if raw is None:
         return min(DEFAULT_LINES, maximum)
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not 1 <= int(raw) <= maximum:
         raise HTTPError(400, f"Invalid lines {raw!r}: send a whole number from 1 to {maximum}.")
     return int(raw)
 
