@@ -134,7 +134,7 @@ def test_propagate_removes_orphans_and_adopts(engine: Any, docker_client: Any, i
         image, name=f"dna-{engine.name}-orphan", labels={LABEL_INSTANCE: engine.name, LABEL_SERVICE: "ghost"}, network=network
     )
     stray_file = engine.nginx.path_for(engine.name, "ghost")
-    stray_file.write_text("# left by a crash\n")
+    stray_file.write_text(f"# Written by docker-dna instance {engine.name} for service ghost; edits are overwritten.\n")
     record = engine.store.get_service("kept")
     engine.store.save_service("kept", record.image, record.port, "0" * 64, record.host_port, record.options)
 
