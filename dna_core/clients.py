@@ -138,7 +138,10 @@ class LogsClient(Client):
     def fall_back(self, service: str, log: str) -> Response:
         """Answer a page the client does not serve: the fallback's page or 404."""
         if self.fallback is None:
-            raise HTTPError(404, f"No log {log!r} of a service {service!r}: see the index for what exists.")
+            if log in logs.LOG_TYPES:
+                raise HTTPError(404, f"Service {service!r} not found: the index lists the deployed services.")
+            kinds = ", ".join(logs.LOG_TYPES)
+            raise HTTPError(404, f"Unknown log {log!r} of service {service!r}: use one of {kinds}.")
         result = self.fallback(service, log)
         if isinstance(result, Response):
             return result

@@ -586,7 +586,9 @@ class DNA:
             try:
                 self.store.add_domain(domain, record.name, headers)
             except ValueError as error:
-                raise DomainConflict(f"Domain {domain!r} is not free: {error}.") from None
+                raise DomainConflict(
+                    f"Domain {domain!r} is not free: {error}. Remove it there first with remove_domain."
+                ) from None
             self._say("adding domain %s to %s", domain, record.name)
             try:
                 self._write_config(record.name)

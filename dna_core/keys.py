@@ -105,7 +105,11 @@ class KeyManager:
         if record.expires_at <= time.time():
             raise HTTPError(403, f"API key {record.key_id} expired: create a new one.")
         if record.ip != ip:
-            raise HTTPError(403, f"API key {record.key_id} is bound to another client address.")
+            raise HTTPError(
+                403,
+                f"API key {record.key_id} is bound to {record.ip}, but this request comes from {ip}:"
+                " create a key from this address.",
+            )
         return record
 
     def csrf_token(self, ip: str) -> str:

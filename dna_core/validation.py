@@ -446,7 +446,11 @@ def validate_build_options(value: Any, build_root: Path | None) -> dict[str, Any
 
     path = options.get("path")
     if path is None:
-        raise InvalidField("options.path", None, "send the build context directory")
+        raise HTTPError(
+            400,
+            "Missing field 'options.path': send the build context directory, relative to the build root.",
+            details={"field": "options.path"},
+        )
     for name in ("path", "dockerfile", "target"):
         if name in options and (not options[name] or "\x00" in options[name]):
             raise InvalidField(f"options.{name}", options[name], "send a non-empty string without NUL bytes")
@@ -463,6 +467,12 @@ def validate_build_options(value: Any, build_root: Path | None) -> dict[str, Any
     dockerfile = options.get("dockerfile")
     if dockerfile is not None and not _inside(os.path.join(context, dockerfile), Path(context)):
         raise InvalidField("options.dockerfile", dockerfile, "the Dockerfile must lie inside the context")
+    # Docker answers a missing Dockerfile with a server error (500), so check first.
+    if not os.path.isfile(os.path.join(context, dockerfile or "Dockerfile")):
+        field = "options.dockerfile" if dockerfile else "options.path"
+        raise InvalidField(
+            field, dockerfile or path, "the build context has no such Dockerfile: add one or send options.dockerfile"
+        )
     if "tag" in options:
         validate_image(options["tag"], "options.tag")
     if "labels" in options:

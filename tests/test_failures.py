@@ -169,6 +169,7 @@ def test_docker_hung_api_answers_503(tmp_path: Path, silent_socket: str) -> None
 def test_docker_hung_build_streams_error(tmp_path: Path, silent_socket: str) -> None:
     """A build against a hung daemon fails with 503 before any progress is streamed."""
     (tmp_path / "builds" / "app").mkdir(parents=True)
+    (tmp_path / "builds" / "app" / "Dockerfile").write_text("FROM scratch\n")
     engine = offline_engine(tmp_path, silent_socket)
     engine.build_root = tmp_path / "builds"
     client = ApiClient(engine, precheck=ALLOW_ALL)

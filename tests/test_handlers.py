@@ -152,7 +152,11 @@ def test_run_deploy_calls_engine(api: ApiClient, engine: StandInEngine, key: str
         ("start_service", {"service": "web"}, {"success": True}),
         ("stop_service", {"service": "web"}, {"success": True}),
         ("add_domain", {"service": "web", "domain": "a.example.test"}, {"success": True}),
-        ("remove_domain", {"service": "web", "domain": "a.example.test"}, {"success": False}),
+        (
+            "remove_domain",
+            {"service": "web", "domain": "a.example.test"},
+            {"success": False, "error": "Domain 'a.example.test' is not routed to service 'web'."},
+        ),
         ("delete_service", {"service": "web"}, {"success": True}),
         ("propagate_services", None, {"success": True}),
     ],

@@ -484,7 +484,7 @@ def test_key_ignores_forwarded_for_by_default(client: ApiClient, key: str) -> No
     response = client.handle("start_service", request)
 
     assert response.status == 403
-    assert "another client address" in error_body(response)["error"]
+    assert "create a key from this address" in error_body(response)["error"]
 
 
 def test_key_trusted_proxy_uses_rightmost_entry(offline_engine: DNA) -> None:

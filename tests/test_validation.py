@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from dna_core.nginx import Nginx, PrivateNginx, ServerBlock, render_service
+from dna_core.http import HTTPError
 from dna_core.validation import (
     BUILD_OPTIONS,
     FORBIDDEN_RUN_OPTIONS,
@@ -429,11 +430,11 @@ def build_root(tmp_path: Path) -> Path:
     ],
 )
 def test_build_options_rejects(options: dict[str, Any], build_root: Path) -> None:
-    """Contexts outside the build root, escaping Dockerfiles and unknown keys are rejected."""
-    with pytest.raises(InvalidField) as caught:
+    """Contexts outside the build root, escaping Dockerfiles, unknown keys and a missing path are rejected."""
+    with pytest.raises(HTTPError) as caught:
         validate_build_options(options, build_root)
 
-    assert caught.value.status == 422
+    assert caught.value.status == (400 if "path" not in options else 422)
 
 
 def test_build_options_context_inside_root(build_root: Path) -> None:
@@ -458,7 +459,7 @@ def test_build_options_accepted_context_inside_root(options: dict[str, Any]) -> 
     root = Path(__file__).resolve().parent
     try:
         accepted = validate_build_options(options, root)
-    except InvalidField:
+    except HTTPError:
         return
     context = Path(accepted["path"])
     assert context == root or root in context.parents

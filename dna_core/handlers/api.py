@@ -132,7 +132,11 @@ def add_domain(client: ApiClient, request: Request) -> Response:
 def remove_domain(client: ApiClient, request: Request) -> Response:
     """Stop routing a domain to a service."""
     body = _fields(request, {"service", "domain"}, {"service", "domain"})
-    return json_response({"success": client.dna.remove_domain(body["service"], body["domain"])})
+    if client.dna.remove_domain(body["service"], body["domain"]):
+        return json_response({"success": True})
+    return json_response(
+        {"success": False, "error": f"Domain {body['domain']!r} is not routed to service {body['service']!r}."}
+    )
 
 
 def delete_service(client: ApiClient, request: Request) -> Response:
