@@ -106,6 +106,12 @@ class LogsClient(Client):
         Without it such pages are 404.
     :param precheck: guards every page; default :data:`ALLOW_ALL`.
     :param max_lines: largest ``?lines=`` value a page accepts.
+    :param follow_timeout: seconds after which a ``?follow=1`` response ends.
+    :param follow_keepalive: seconds without a new line after which a
+        followed page sends a keepalive, which reveals a client that left.
+    :param search_max_bytes: bytes of a log that one ``?q=`` search scans
+        at most, from the end of the log.
+    :param search_timeout: seconds one ``?q=`` search runs at most.
     """
 
     routes = (
@@ -120,14 +126,30 @@ class LogsClient(Client):
         fallback: Callable[[str, str], Any] | None = None,
         precheck: Any = ALLOW_ALL,
         max_lines: int = 5000,
+        follow_timeout: float = 3600.0,
+        follow_keepalive: float = 15.0,
+        search_max_bytes: int = 64 * 1024 * 1024,
+        search_timeout: float = 5.0,
     ) -> None:
         super().__init__(dna, precheck, ALLOW_ALL)
         if fallback is not None and not callable(fallback):
             raise TypeError(f"fallback must be a callable fallback(service_name, log), not {fallback!r}")
         if max_lines < 1:
             raise ValueError(f"max_lines must be at least 1, not {max_lines!r}")
+        for option, value in (
+            ("follow_timeout", follow_timeout),
+            ("follow_keepalive", follow_keepalive),
+            ("search_max_bytes", search_max_bytes),
+            ("search_timeout", search_timeout),
+        ):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{option} must be a positive number, not {value!r}")
         self.fallback = fallback
         self.max_lines = max_lines
+        self.follow_timeout = float(follow_timeout)
+        self.follow_keepalive = float(follow_keepalive)
+        self.search_max_bytes = int(search_max_bytes)
+        self.search_timeout = float(search_timeout)
 
     def fall_back(self, service: str, log: str) -> Response:
         """Answer a page the client does not serve: the fallback's page or 404."""
