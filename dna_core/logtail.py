@@ -276,7 +276,9 @@ def follow_file(
 
     The file is polled every ``poll_interval`` seconds. When it is replaced
     (rotated), the rest of the old file is read, then the new one from its
-    start; when it shrinks (truncated), reading restarts at its start.
+    start; when it shrinks (truncated), reading restarts at its start. A
+    truncated file that grows past the old offset between two polls is not
+    noticed, as with ``tail -f``.
     ``None`` is yielded after ``keepalive`` seconds without a line. The
     iterator ends after ``timeout`` seconds, and closing it closes the file.
 
