@@ -198,10 +198,20 @@ def index(client: LogsClient, request: Request) -> Response:
 
 def engine_log(client: LogsClient, request: Request) -> Response:
     """Show the engine's own log."""
-    query = parse_log_query(request, client.max_lines)
+    try:
+        query = parse_log_query(request, client.max_lines)
+    except HTTPError as error:
+        return _error_response(request, error)
     log = FileLog(Path(client.dna.log_path))
     return _serve(client, query, log, title=f"Engine log of {client.dna.name}", name="dna", back="./",
                   filename=f"{client.dna.name}-engine")
+
+
+def _error_response(request: Request, error: HTTPError) -> Response:
+    """Render ``error`` as JSON for a request that asked for JSON, else as a page."""
+    if request.query.get("format") == "json":
+        return error.to_json_response()
+    return error.to_html_response()
 
 
 def service_log(client: LogsClient, request: Request) -> Response:
@@ -211,7 +221,10 @@ def service_log(client: LogsClient, request: Request) -> Response:
     if kind not in LOG_TYPES or not client.dna.has_service(service):
         return client.fall_back(service, kind)
 
-    query = parse_log_query(request, client.max_lines)
+    try:
+        query = parse_log_query(request, client.max_lines)
+    except HTTPError as error:
+        return _error_response(request, error)
     log: FileLog | DockerLog
     if kind == "docker":
         log = DockerLog(client.dna, service)
