@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dna_core.logtail import search_file, tail_lines  # noqa: E402
+from dna_core.logtail import search_file, tail_lines
 
 MIB = 1024 * 1024
 

@@ -32,7 +32,7 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dna_core import DNA, LABEL_INSTANCE, LABEL_SERVICE, PrivateNginx  # noqa: E402
+from dna_core import DNA, LABEL_INSTANCE, LABEL_SERVICE, PrivateNginx
 
 DOCKERFILE = """\
 FROM scratch

@@ -682,8 +682,8 @@ class DNA:
     def docker_log_stream(self, service: str, lines: int | None = None, follow: bool = False) -> ChunkStream | None:
         """Open the output of the service's container as a stream of ``bytes`` chunks.
 
-        The stream holds a connection to the Docker daemon until it ends or
-        is closed; ``close()`` may be called from another thread.
+        The stream keeps a connection to the Docker daemon open until it ends
+        or is closed, and ``close()`` may be called from another thread.
 
         :param lines: start with the last ``lines`` lines; ``None`` starts at
             the beginning of the log.

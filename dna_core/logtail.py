@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, Optional, Protocol
+from typing import IO, Any, Protocol
 
 import attrs
 
@@ -35,11 +35,12 @@ __all__ = [
 
 _BLOCK = 64 * 1024
 
-#: Longest line kept whole; longer lines are cut, so one huge line cannot
-#: exhaust memory. A cut line keeps its last ``MAX_LINE_BYTES`` bytes.
+#: Maximum bytes of a line kept whole. Follows and streams split a longer
+#: line into pieces and searches keep only its end, so that one huge line
+#: cannot exhaust memory.
 MAX_LINE_BYTES = 1024 * 1024
 
-#: Most bytes a tail reads before it gives up on finding more lines.
+#: Maximum bytes a tail reads before it stops looking for more lines.
 DEFAULT_TAIL_BYTES = 32 * 1024 * 1024
 
 #: Item that :func:`follow_file` and :func:`follow_stream` yield when no line
@@ -69,7 +70,7 @@ class SearchResult:
 
     lines: list[str]
     scanned_bytes: int
-    stopped: Optional[str] = None
+    stopped: str | None = None
 
 
 def _decode(raw: bytes) -> str:
@@ -140,7 +141,7 @@ def search_file(
     The match ignores case. The file is scanned backwards from its end and
     the scan stops at the start of the file, after ``max_matches`` matches,
     after ``max_bytes`` bytes or after ``timeout`` seconds, whichever comes
-    first; :attr:`SearchResult.stopped` says which.
+    first, and :attr:`SearchResult.stopped` records which.
     """
     needle = query.casefold()
     matches: list[str] = []
@@ -245,8 +246,8 @@ def iter_file(path: str | Path) -> Iterator[bytes]:
     """Yield the content of ``path`` in 64 KiB chunks, up to its size when opened.
 
     The file is opened on the first ``next()`` and closed when the iterator
-    ends or is closed; lines appended meanwhile are left out, so a download
-    of a busy log ends.
+    ends or is closed. Lines appended meanwhile are left out, so that a
+    download of a busy log ends.
     """
     handle = _open(path)
     if handle is None:
@@ -276,7 +277,7 @@ def follow_file(
 
     The file is polled every ``poll_interval`` seconds. When it is replaced
     (rotated), the rest of the old file is read, then the new one from its
-    start; when it shrinks (truncated), reading restarts at its start. A
+    start. When it shrinks (truncated), reading restarts at its start. A
     truncated file that grows past the old offset between two polls is not
     noticed, as with ``tail -f``.
     ``None`` is yielded after ``keepalive`` seconds without a line. The
@@ -374,7 +375,7 @@ def follow_stream(
             for chunk in stream:
                 if not put(chunk):
                     return
-        except Exception as error:  # reported to the consumer, which re-raises it
+        except Exception as error:  # noqa: BLE001 - the consumer re-raises it
             put(error)
         finally:
             put(_END)

@@ -6,8 +6,8 @@ callers pass raw text, never markup, except through :func:`page`'s ``body``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 import re
+from collections.abc import Iterable
 from html import escape
 from urllib.parse import quote
 
@@ -34,7 +34,7 @@ _TIMESTAMP = re.compile(
     r"|\[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\]"
 )
 # A level word: upper case as Python's logging writes it, or in brackets as
-# nginx writes it ([error]); a lower-case word alone is too often plain text.
+# nginx writes it ([error]). A lower-case word alone is too often plain text.
 _LEVEL = re.compile(
     r"\b(EMERG|ALERT|CRIT|CRITICAL|FATAL|ERROR|WARN|WARNING|NOTICE|INFO|DEBUG)\b"
     r"|\[(emerg|alert|crit|error|warn|notice|info|debug)\]"

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import ServerThread, nginx_get, wait_for
 
 flask = pytest.importorskip("flask", reason="the follow tests serve the pages through Flask")
 requests = pytest.importorskip("requests")
 
-import dna_flask  # noqa: E402
+import dna_flask
 
 pytestmark = pytest.mark.docker
 

@@ -208,7 +208,7 @@ def test_follow_file_new_lines_rotation_truncation(tmp_path: Path) -> None:
     """A follow reads new lines, then a rotated file, then a truncated one."""
     path = tmp_path / "access.log"
     path.write_text("old\n")
-    lines, start = tail_file(path, 10)
+    start = tail_file(path, 10)[1]
     follow = follow_file(path, start, timeout=60, keepalive=0.05, poll_interval=0.01)
 
     append(path, "new 1\npartial")

@@ -1,6 +1,6 @@
 """Handlers of the logs client: read-only pages, every log line escaped.
 
-Every log answers the same query parameters:
+Every log page accepts the same query parameters:
 
 - ``lines=N``: the last N lines (default 200, at most the client's
   ``max_lines``); with ``q``, the last N matching lines.
@@ -9,7 +9,8 @@ Every log answers the same query parameters:
 - ``download=1``: the log as an attachment: in text, the whole log unless
   ``lines`` is given; in JSON, the last ``lines`` lines.
 - ``format=html|text|json``: a page (default), plain text, or JSON
-  (newline-delimited JSON objects when following).
+  (newline-delimited ``{"line": ...}`` objects and empty keepalive lines
+  when following).
 """
 
 from __future__ import annotations
@@ -18,13 +19,21 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import attrs
 
 from ..http import HTTPError, Request, Response, html_response, json_response, text_response
-from ..logtail import SearchResult, follow_file, follow_stream, iter_file, search_chunks, search_file, tail_file
+from ..logtail import (
+    SearchResult,
+    follow_file,
+    follow_stream,
+    iter_file,
+    search_chunks,
+    search_file,
+    tail_file,
+)
 from ..pages import escape, log_controls, log_page, log_page_end, log_page_start, page, render_log_line
 
 if TYPE_CHECKING:
@@ -110,7 +119,7 @@ class FileLog:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def tail(self, lines: int) -> tuple[list[str], Optional[int]]:
+    def tail(self, lines: int) -> tuple[list[str], int | None]:
         """Return the last ``lines`` lines and the offset to follow from."""
         return tail_file(self.path, lines)
 
@@ -118,13 +127,13 @@ class FileLog:
         """Return the last ``matches`` lines that contain ``query``."""
         return search_file(self.path, query, matches, client.search_max_bytes, client.search_timeout)
 
-    def follow(self, client: LogsClient, lines: int, start: Optional[int]) -> Iterator[str | None]:
-        """Yield new lines from offset ``start``; the tail is shown apart."""
+    def follow(self, client: LogsClient, lines: int, start: int | None) -> Iterator[str | None]:
+        """Yield the lines written from offset ``start`` on; the caller shows the tail."""
         return follow_file(
             self.path, start, timeout=client.follow_timeout, keepalive=client.follow_keepalive
         )
 
-    def download(self, lines: Optional[int]) -> Iterator[bytes]:
+    def download(self, lines: int | None) -> Iterator[bytes]:
         """Yield the whole file, or its last ``lines`` lines."""
         if lines is None:
             return iter_file(self.path)
@@ -138,7 +147,7 @@ class DockerLog:
         self.dna = dna
         self.service = service
 
-    def tail(self, lines: int) -> tuple[list[str], Optional[int]]:
+    def tail(self, lines: int) -> tuple[list[str], int | None]:
         """Return the last ``lines`` lines, using Docker's own tail."""
         return self.dna.docker_logs(self.service, lines), None
 
@@ -152,14 +161,14 @@ class DockerLog:
         finally:
             stream.close()
 
-    def follow(self, client: LogsClient, lines: int, start: Optional[int]) -> Iterator[str | None]:
+    def follow(self, client: LogsClient, lines: int, start: int | None) -> Iterator[str | None]:
         """Yield the last ``lines`` lines, then new lines as the container writes them."""
         stream = self.dna.docker_log_stream(self.service, lines=lines, follow=True)
         if stream is None:
             return iter(())
         return follow_stream(stream, timeout=client.follow_timeout, keepalive=client.follow_keepalive)
 
-    def download(self, lines: Optional[int]) -> Iterator[bytes]:
+    def download(self, lines: int | None) -> Iterator[bytes]:
         """Yield the whole output, or its last ``lines`` lines, as Docker sends it."""
         stream = self.dna.docker_log_stream(self.service, lines=lines)
         if stream is None:
@@ -238,19 +247,18 @@ def _serve(
     client: LogsClient, query: LogQuery, log: FileLog | DockerLog, *, title: str, name: str, back: str,
     filename: str,
 ) -> Response:
-    """Answer ``query`` on ``log`` in the requested form."""
+    """Return the lines of ``log`` that ``query`` selects, in the requested form."""
     if query.download:
         return _download(query, log, filename)
     if query.follow:
         return _follow(client, query, log, title, name, back)
 
-    start: Optional[int] = None
     result: SearchResult | None = None
     if query.search:
         result = log.search(client, query.search, query.lines)
         lines = result.lines
     else:
-        lines, start = log.tail(query.lines)
+        lines = log.tail(query.lines)[0]
 
     if query.format == "json":
         payload: dict[str, Any] = {"log": name, "lines": lines}
@@ -288,7 +296,7 @@ def _download(query: LogQuery, log: FileLog | DockerLog, filename: str) -> Respo
     lines = query.lines if query.lines_given else None
     safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", filename)
     if query.format == "json":
-        # JSON holds the lines in memory, so it carries the last lines only.
+        # A JSON document is built in memory, so it contains the last lines only.
         response = json_response({"lines": log.tail(query.lines)[0]})
         extension = "json"
     else:
@@ -309,7 +317,7 @@ def _follow(client: LogsClient, query: LogQuery, log: FileLog | DockerLog, title
     needle = query.search.casefold()
     if isinstance(log, DockerLog):
         initial: list[str] = []
-        start: Optional[int] = None
+        start: int | None = None
     elif query.search:
         # Taking the offset first may repeat a line written meanwhile, but loses none.
         start = log.tail(0)[1]
@@ -331,7 +339,7 @@ def _follow(client: LogsClient, query: LogQuery, log: FileLog | DockerLog, title
         yield (head + "".join(f"{render_log_line(line)}\n" for line in initial)).encode("utf-8")
         for line in new_lines:
             if line is None:
-                # A comment the browser ignores; writing it reveals a client that went away.
+                # A comment the browser ignores; writing it lets the server notice a client that left.
                 yield b"<!-- -->"
             elif kept(line):
                 yield f"{render_log_line(line)}\n".encode()
@@ -346,9 +354,10 @@ def _follow(client: LogsClient, query: LogQuery, log: FileLog | DockerLog, title
                 yield f"{line}\n".encode()
 
     def json_chunks() -> Iterator[bytes]:
-        for line in initial:
-            yield (json.dumps({"line": line}) + "\n").encode("utf-8")
+        for old in initial:
+            yield (json.dumps({"line": old}) + "\n").encode("utf-8")
         for line in new_lines:
+            # The keepalive is an empty line, which readers of this stream skip.
             if line is None:
                 yield b"\n"
             elif kept(line):
