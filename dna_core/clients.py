@@ -35,7 +35,8 @@ class Route:
     :param methods: HTTP methods the endpoint accepts.
     :param guarded: whether the client's precheck applies.
     :param authenticated: whether an API key is required.
-    :param streams: whether the response body is streamed.
+    :param streams: whether the response body may be streamed (log
+        follows and downloads are; check :attr:`Response.is_stream`).
     """
 
     endpoint: str
@@ -116,8 +117,8 @@ class LogsClient(Client):
 
     routes = (
         Route("index", "/", ("GET",), logs.index, guarded=True),
-        Route("dna", "/dna", ("GET",), logs.engine_log, guarded=True),
-        Route("service_log", "/<service>/<log>", ("GET",), logs.service_log, guarded=True),
+        Route("dna", "/dna", ("GET",), logs.engine_log, guarded=True, streams=True),
+        Route("service_log", "/<service>/<log>", ("GET",), logs.service_log, guarded=True, streams=True),
     )
 
     def __init__(

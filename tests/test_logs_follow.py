@@ -145,9 +145,15 @@ def test_search_and_download_real_logs(deployed: Any, server: Any, private_nginx
     found = requests.get(f"{server.url}/logs/web/nginx", params={"q": marker.upper(), "format": "json"}, timeout=10)
     download = requests.get(f"{server.url}/logs/web/nginx?download=1", timeout=10)
     container = requests.get(f"{server.url}/logs/web/docker?download=1&lines=1", timeout=10)
+    container_found = requests.get(
+        f"{server.url}/logs/web/docker", params={"q": "RESPONSE:200", "format": "json"}, timeout=10
+    ).json()
 
     assert [marker in line for line in found.json()["lines"]] == [True]
     assert download.headers["Content-Disposition"] == f'attachment; filename="{deployed.name}-web-nginx.log"'
     assert download.content == access_log.read_bytes()
     assert container.headers["Content-Disposition"] == f'attachment; filename="{deployed.name}-web-docker.log"'
     assert container.text.count("\n") == 1
+    assert container_found["lines"]
+    assert all("response:200" in line for line in container_found["lines"])
+    assert container_found["search"]["stopped"] is None
