@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import html
 import json
 import threading
@@ -121,7 +122,8 @@ def test_page_has_controls_without_external_resources(dna: StandInEngine) -> Non
     assert 'href="nginx?lines=200&amp;format=json"' in text
     assert "<script" not in text
     assert "<link" not in text
-    assert "http://" not in text and "https://" not in text
+    assert "http://" not in text
+    assert "https://" not in text
 
 
 @pytest.mark.parametrize(
@@ -187,7 +189,7 @@ def test_search_finds_matches(dna: StandInEngine) -> None:
 
 
 def test_search_byte_limit_is_reported(dna: StandInEngine) -> None:
-    """A search cut by the byte limit says so on the page and in JSON."""
+    """A search cut by the byte limit is reported on the page, in JSON and in a header."""
     write_access_log(dna, 20000)
     client = LogsClient(dna, search_max_bytes=64 * 1024)
 
@@ -203,7 +205,7 @@ def test_search_byte_limit_is_reported(dna: StandInEngine) -> None:
 
 
 def test_search_match_limit_is_reported(dna: StandInEngine) -> None:
-    """A search that found as many lines as requested says older ones were not searched."""
+    """A search that found the requested number of lines reports that older ones were not searched."""
     write_access_log(dna, 1000)
 
     page = get(LogsClient(dna), "/web/nginx", q="GET", lines="10").data().decode()
@@ -301,8 +303,32 @@ def test_follow_file_timeout_ends_page(dna: StandInEngine) -> None:
     assert "/page/0 " not in text
 
 
+def test_follow_slots_limit_and_free(dna: StandInEngine) -> None:
+    """Follows beyond max_follows get 503; a closed or dropped follow frees its slot."""
+    write_access_log(dna, 3)
+    client = LogsClient(dna, max_follows=1, follow_keepalive=0.05)
+
+    first = get(client, "/web/nginx", follow="1")
+    refused = get(client, "/web/nginx", follow="1", format="json")
+    chunks = first.iter_bytes()
+    next(chunks)
+    chunks.close()
+    second = get(client, "/web/nginx", follow="1")
+    del second
+    gc.collect()
+    third = get(client, "/web/nginx", follow="1")
+
+    assert first.status == 200
+    assert refused.status == 503
+    assert refused.header("Retry-After") == "30"
+    assert "Too many followed logs: 1 are open" in json.loads(refused.data())["error"]
+    assert third.status == 200
+
+
 def test_client_rejects_invalid_limits(dna: StandInEngine) -> None:
     """Invalid limits fail when the client is built, naming the option."""
+    with pytest.raises(ValueError, match="max_follows"):
+        LogsClient(dna, max_follows=0)
     for option in ("follow_timeout", "follow_keepalive", "search_max_bytes", "search_timeout"):
         with pytest.raises(ValueError, match=option):
             LogsClient(dna, **{option: 0})

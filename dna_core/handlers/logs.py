@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -207,13 +208,13 @@ def index(client: LogsClient, request: Request) -> Response:
 
 def engine_log(client: LogsClient, request: Request) -> Response:
     """Show the engine's own log."""
+    log = FileLog(Path(client.dna.log_path))
     try:
         query = parse_log_query(request, client.max_lines)
+        return _serve(client, query, log, title=f"Engine log of {client.dna.name}", name="dna", back="./",
+                      filename=f"{client.dna.name}-engine")
     except HTTPError as error:
         return _error_response(request, error)
-    log = FileLog(Path(client.dna.log_path))
-    return _serve(client, query, log, title=f"Engine log of {client.dna.name}", name="dna", back="./",
-                  filename=f"{client.dna.name}-engine")
 
 
 def _error_response(request: Request, error: HTTPError) -> Response:
@@ -230,17 +231,17 @@ def service_log(client: LogsClient, request: Request) -> Response:
     if kind not in LOG_TYPES or not client.dna.has_service(service):
         return client.fall_back(service, kind)
 
-    try:
-        query = parse_log_query(request, client.max_lines)
-    except HTTPError as error:
-        return _error_response(request, error)
     log: FileLog | DockerLog
     if kind == "docker":
         log = DockerLog(client.dna, service)
     else:
         log = FileLog(client.dna.nginx_log_path(service, error=kind == "error"))
-    return _serve(client, query, log, title=f"{service}: {LOG_TYPES[kind]}", name=kind, back="../",
-                  filename=f"{client.dna.name}-{service}-{kind}")
+    try:
+        query = parse_log_query(request, client.max_lines)
+        return _serve(client, query, log, title=f"{service}: {LOG_TYPES[kind]}", name=kind, back="../",
+                      filename=f"{client.dna.name}-{service}-{kind}")
+    except HTTPError as error:
+        return _error_response(request, error)
 
 
 def _serve(
@@ -315,16 +316,21 @@ def _follow(client: LogsClient, query: LogQuery, log: FileLog | DockerLog, title
     closes the followed file or Docker stream.
     """
     needle = query.search.casefold()
-    if isinstance(log, DockerLog):
-        initial: list[str] = []
-        start: int | None = None
-    elif query.search:
-        # Taking the offset first may repeat a line written meanwhile, but loses none.
-        start = log.tail(0)[1]
-        initial = log.search(client, query.search, query.lines).lines
-    else:
-        initial, start = log.tail(query.lines)
-    new_lines = log.follow(client, query.lines, start)
+    release = client.acquire_follow()
+    try:
+        if isinstance(log, DockerLog):
+            initial: list[str] = []
+            start: int | None = None
+        elif query.search:
+            # Taking the offset first may repeat a line written meanwhile, but loses none.
+            start = log.tail(0)[1]
+            initial = log.search(client, query.search, query.lines).lines
+        else:
+            initial, start = log.tail(query.lines)
+        new_lines = log.follow(client, query.lines, start)
+    except BaseException:
+        release()
+        raise
     ended = (
         f"Following ended: it lasts at most {client.follow_timeout:g} s, and a container log ends"
         " when its container stops. Reload to follow again."
@@ -370,14 +376,23 @@ def _follow(client: LogsClient, query: LogQuery, log: FileLog | DockerLog, title
         "json": "application/x-ndjson",
     }[query.format]
     headers = [("Content-Type", content_type), ("X-Accel-Buffering", "no"), ("Cache-Control", "no-cache")]
-    return Response(200, headers, _closing_follow(chunks(), new_lines))
+    body = _closing_follow(chunks(), new_lines, release)
+    # A body that is never iterated never runs its finally clause, so the
+    # slot is also freed when the body is garbage-collected.
+    weakref.finalize(body, release)
+    return Response(200, headers, body)
 
 
-def _closing_follow(chunks: Iterator[bytes], source: Iterator[Any]) -> Iterator[bytes]:
-    """Yield ``chunks``; closing this iterator also closes the followed ``source``."""
+def _closing_follow(
+    chunks: Iterator[bytes], source: Iterator[Any], release: Callable[[], None]
+) -> Iterator[bytes]:
+    """Yield ``chunks``; closing this iterator closes the followed ``source`` and frees the slot."""
     try:
         yield from chunks
     finally:
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()
+        try:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+        finally:
+            release()
