@@ -8,6 +8,7 @@ as they come. Bytes that are not UTF-8 are replaced.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -32,6 +33,8 @@ __all__ = [
     "tail_file",
     "tail_lines",
 ]
+
+logger = logging.getLogger(__name__)
 
 _BLOCK = 64 * 1024
 
@@ -410,5 +413,11 @@ def follow_stream(
                 yield _decode(raw)
     finally:
         stop.set()
-        stream.close()
+        try:
+            stream.close()
+        except Exception as error:  # noqa: BLE001 - the follow ends either way
+            # Docker's SDK cannot cancel a stream over SSH, for one.
+            logger.warning("closing a followed log stream failed: %s", error)
         reader.join(timeout=10)
+        if reader.is_alive():
+            logger.warning("the reader thread of a followed log stream did not stop within 10 s")

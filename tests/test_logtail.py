@@ -322,3 +322,20 @@ def test_follow_stream_end_flushes_last_line() -> None:
     items = list(follow_stream(EndingStream(), timeout=60, keepalive=5))
 
     assert items == ["a", "b"]
+
+
+def test_follow_stream_close_failure_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A stream that cannot be closed is logged, and closing the follow still succeeds."""
+
+    class UncloseableStream(BlockingStream):
+        def close(self) -> None:
+            super().close()
+            raise RuntimeError("cannot cancel this transport")
+
+    follow = follow_stream(UncloseableStream([b"one\n"]), timeout=60, keepalive=5)
+    assert next(follow) == "one"
+
+    follow.close()
+
+    assert "closing a followed log stream failed: cannot cancel this transport" in caplog.text
+    assert follow_threads() == []
