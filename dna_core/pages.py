@@ -100,7 +100,7 @@ def log_controls(log: str, lines: int, query: str, streaming: bool = False) -> s
         ("Stop following", f"{base}?lines={lines}{search}") if streaming
         else ("Follow", f"{base}?lines={lines}{search}&follow=1"),
         ("Download the log", f"{base}?download=1"),
-        (f"Download these {lines} lines", f"{base}?download=1&lines={lines}"),
+        (f"Download the last {lines} lines", f"{base}?download=1&lines={lines}"),
         ("Text", f"{base}?lines={lines}{search}&format=text"),
         ("JSON", f"{base}?lines={lines}{search}&format=json"),
     ]

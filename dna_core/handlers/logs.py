@@ -281,7 +281,7 @@ def _serve(
 def _search_notice(client: LogsClient, query: LogQuery, result: SearchResult, docker: bool) -> str:
     """Say how many lines matched and, when the scan stopped early, why."""
     found = f"{len(result.lines)} matching lines for {query.search!r}"
-    scanned = f"{result.scanned_bytes / 1048576:.1f} MiB"
+    scanned = _size(result.scanned_bytes)
     where = f"of the last {DOCKER_SEARCH_LINES} lines of the container log" if docker else "of the log"
     if result.stopped == "matches":
         return f"{found}: the last {query.lines} are shown, and older lines were not searched."
@@ -290,6 +290,13 @@ def _search_notice(client: LogsClient, query: LogQuery, result: SearchResult, do
     if result.stopped == "time":
         return f"{found}: the search stopped after {client.search_timeout:g} s, having scanned {scanned} {where}."
     return f"{found} in {scanned} {where}."
+
+
+def _size(count: int) -> str:
+    """Format a byte count for people, such as ``12 KiB`` or ``64.0 MiB``."""
+    if count < 1024 * 1024:
+        return f"{count / 1024:.0f} KiB" if count >= 1024 else f"{count} bytes"
+    return f"{count / (1024 * 1024):.1f} MiB"
 
 
 def _download(query: LogQuery, log: FileLog | DockerLog, filename: str) -> Response:
