@@ -679,7 +679,9 @@ class DNA:
             return []
         return output.decode("utf-8", "replace").splitlines()
 
-    def docker_log_stream(self, service: str, lines: int | None = None, follow: bool = False) -> ChunkStream | None:
+    def docker_log_stream(
+        self, service: str, lines: int | None = None, follow: bool = False
+    ) -> ChunkStream | None:
         """Open the output of the service's container as a stream of ``bytes`` chunks.
 
         The stream keeps a connection to the Docker daemon open until it ends

@@ -115,7 +115,8 @@ def log_page_start(title: str, back: str, controls: str = "", notice: str | None
     :param notice: text shown above the log, such as why a search stopped.
     """
     notice_markup = f'<p class="notice">{escape(notice)}</p>' if notice else ""
-    return f'{page_start(title)}<p><a href="{escape(back)}">Back to the index</a></p>{controls}{notice_markup}<pre>'
+    back_link = f'<p><a href="{escape(back)}">Back to the index</a></p>'
+    return f"{page_start(title)}{back_link}{controls}{notice_markup}<pre>"
 
 
 def log_page_end(notice: str | None = None) -> str:

@@ -97,7 +97,7 @@ def test_platform_end_to_end(engine: Any, docker_client: Any, private_nginx: Any
         assert 'href="dna"' in index
         # A hostile user agent lands in the access log; the page must escape it.
         # The request repeats until it succeeds, because a worker of the
-        # configuration before add_domain may still accept it and answer 404.
+        # configuration before add_domain may still accept it and respond 404.
         access = wait_for(
             lambda: nginx_get_with_agent(private_nginx, "app.example.test", "<script>alert(1)</script>").ok
             and _page_with(client, "/logs/web/nginx", "alert(1)")

@@ -58,7 +58,7 @@ def deployed(engine: Any, image_factory: Any, private_nginx: Any) -> Any:
     engine.add_domain("web", HOST)
     wait_for(lambda: nginx_get(private_nginx, HOST).text == "follow me")
     # A reload returns while workers of the previous configuration still
-    # accept connections for a moment; they would answer 404 for HOST.
+    # accept connections for a moment, and they respond 404 for HOST.
     wait_for(lambda: len(child_processes(private_nginx.pid())) == 1)
     return engine
 

@@ -121,7 +121,7 @@ def test_search_ignores_case_keeps_last(tmp_path: Path) -> None:
 
 
 def test_search_whole_file(tmp_path: Path) -> None:
-    """A search that reaches the start of the file says it did not stop early."""
+    """A search that reaches the start of the file reports no early stop."""
     path = tmp_path / "mixed.log"
     path.write_bytes(b"GET /Error\nGET /ok\n" * 20000 + b"POST /ERROR\n")
 

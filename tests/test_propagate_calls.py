@@ -38,7 +38,9 @@ def add_services(engine: Any, docker_client: Any, image: str, names: list[str]) 
         engine.store.save_service(name, image, 80, container.id, None, {})
 
 
-def test_propagate_calls_constant(engine: Any, docker_client: Any, image_factory: Any, docker_requests: list[str]) -> None:
+def test_propagate_calls_constant(
+    engine: Any, docker_client: Any, image_factory: Any, docker_requests: list[str]
+) -> None:
     """Two services and twelve services cost the same single label-filtered list."""
     image = image_factory("propagate")
 
