@@ -8,6 +8,7 @@ builds a :class:`~dna_core.http.Request` for every call and passes it to
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +37,8 @@ class Route:
     :param methods: HTTP methods the endpoint accepts.
     :param guarded: whether the client's precheck applies.
     :param authenticated: whether an API key is required.
-    :param streams: whether the response body is streamed.
+    :param streams: whether the response body may be streamed (log
+        follows and downloads are; check :attr:`Response.is_stream`).
     """
 
     endpoint: str
@@ -112,12 +114,20 @@ class LogsClient(Client):
         Without it such pages are 404.
     :param precheck: guards every page; default :data:`ALLOW_ALL`.
     :param max_lines: largest ``?lines=`` value a page accepts.
+    :param follow_timeout: seconds after which a ``?follow=1`` response ends.
+    :param follow_keepalive: seconds without a new line after which a
+        followed page sends a keepalive, which reveals a client that left.
+    :param search_max_bytes: bytes of a log that one ``?q=`` search scans
+        at most, from the end of the log.
+    :param search_timeout: seconds one ``?q=`` search runs at most.
+    :param max_follows: ``?follow=1`` responses open at once; more get 503,
+        because each one occupies a server thread until it ends.
     """
 
     routes = (
         Route("index", "/", ("GET",), logs.index, guarded=True),
-        Route("dna", "/dna", ("GET",), logs.engine_log, guarded=True),
-        Route("service_log", "/<service>/<log>", ("GET",), logs.service_log, guarded=True),
+        Route("dna", "/dna", ("GET",), logs.engine_log, guarded=True, streams=True),
+        Route("service_log", "/<service>/<log>", ("GET",), logs.service_log, guarded=True, streams=True),
     )
 
     def __init__(
@@ -126,14 +136,63 @@ class LogsClient(Client):
         fallback: Callable[[str, str], Any] | None = None,
         precheck: Any = ALLOW_ALL,
         max_lines: int = 5000,
+        follow_timeout: float = 3600.0,
+        follow_keepalive: float = 15.0,
+        search_max_bytes: int = 64 * 1024 * 1024,
+        search_timeout: float = 5.0,
+        max_follows: int = 32,
     ) -> None:
         super().__init__(dna, precheck, ALLOW_ALL)
         if fallback is not None and not callable(fallback):
             raise TypeError(f"fallback must be a callable fallback(service_name, log), not {fallback!r}")
         if max_lines < 1:
             raise ValueError(f"max_lines must be at least 1, not {max_lines!r}")
+        if not isinstance(max_follows, int) or max_follows < 1:
+            raise ValueError(f"max_follows must be an int of at least 1, not {max_follows!r}")
+        for option, value in (
+            ("follow_timeout", follow_timeout),
+            ("follow_keepalive", follow_keepalive),
+            ("search_max_bytes", search_max_bytes),
+            ("search_timeout", search_timeout),
+        ):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{option} must be a positive number, not {value!r}")
         self.fallback = fallback
         self.max_lines = max_lines
+        self.follow_timeout = float(follow_timeout)
+        self.follow_keepalive = float(follow_keepalive)
+        self.search_max_bytes = int(search_max_bytes)
+        self.search_timeout = float(search_timeout)
+        self.max_follows = max_follows
+        self._follows = 0
+        self._follows_lock = threading.Lock()
+
+    def acquire_follow(self) -> Callable[[], None]:
+        """Reserve one of the ``max_follows`` follow slots; return the function that frees it.
+
+        Calling the returned function more than once frees the slot once.
+
+        :raises HTTPError: 503 when every slot is taken.
+        """
+        with self._follows_lock:
+            if self._follows >= self.max_follows:
+                raise HTTPError(
+                    503,
+                    f"Too many followed logs: {self.max_follows} are open, the maximum. Try again"
+                    " later, or read the log without follow=1.",
+                    headers=[("Retry-After", "30")],
+                )
+            self._follows += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._follows_lock:
+                if not released:
+                    released = True
+                    self._follows -= 1
+
+        return release
 
     def fall_back(self, service: str, log: str) -> Response:
         """Answer a page the client does not serve: the fallback's page or 404."""

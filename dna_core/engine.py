@@ -29,7 +29,7 @@ from .errors import (
     ImageNotFound,
     ServiceNotFound,
 )
-from .logtail import tail_lines
+from .logtail import ChunkStream, tail_lines
 from .nginx import Nginx, NginxError, NginxSettings, PrivateNginx, ServerBlock, render_service
 from .store import ServiceRecord, Store
 from .validation import (
@@ -786,6 +786,33 @@ class DNA:
         except docker.errors.NotFound:
             return []
         return output.decode("utf-8", "replace").splitlines()
+
+    def docker_log_stream(
+        self, service: str, lines: int | None = None, follow: bool = False
+    ) -> ChunkStream | None:
+        """Open the output of the service's container as a stream of ``bytes`` chunks.
+
+        The stream keeps a connection to the Docker daemon open until it ends
+        or is closed, and ``close()`` may be called from another thread.
+
+        :param lines: start with the last ``lines`` lines; ``None`` starts at
+            the beginning of the log.
+        :param follow: keep the stream open and send new output as it comes,
+            until the container stops.
+        :return: the stream, or ``None`` when the service has no container.
+        """
+        record = self._record(service)
+        if not record.container_id:
+            return None
+        try:
+            with self._docker_call(f"reading the logs of {record.name}"):
+                container = self.docker.containers.get(record.container_id)
+                stream: ChunkStream = container.logs(
+                    stream=True, follow=follow, tail="all" if lines is None else lines
+                )
+        except docker.errors.NotFound:
+            return None
+        return stream
 
     def dna_logs(self, lines: int = 200) -> list[str]:
         """Return the last ``lines`` of the engine's own log."""
