@@ -24,7 +24,8 @@ class FakeDNA:
 
     def __init__(self, state_dir: Path, name: str = "fake") -> None:
         self.name = name
-        self.store = Store(Path(state_dir) / f"{name}.sqlite3")
+        self.state_dir = Path(state_dir)
+        self.store = Store(self.state_dir / f"{name}.sqlite3")
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self.infos: dict[str, ServiceInfo] = {}
         #: Log lines by log: the container's, nginx access, nginx error, the engine's.
@@ -133,3 +134,42 @@ class FakeDNA:
     def dna_logs(self, lines: int = 200) -> list[str]:
         self._record("dna_logs", lines)
         return self.log_lines["dna"][-lines:]
+
+    def _log_file(self, kind: str) -> Path:
+        # The log pages read files, so each read writes the current lines out.
+        path = self.state_dir / f"{self.name}-{kind}.log"
+        path.write_text("".join(f"{line}\n" for line in self.log_lines[kind]))
+        return path
+
+    @property
+    def log_path(self) -> Path:
+        return self._log_file("dna")
+
+    def nginx_log_path(self, service: str, error: bool = False) -> Path:
+        self._record("nginx_log_path", service, error=error)
+        return self._log_file("error" if error else "nginx")
+
+    def docker_log_stream(self, service: str, lines: int | None = None, follow: bool = False) -> Any:
+        self._record("docker_log_stream", service, lines=lines, follow=follow)
+        self._info(service)
+        selected = self.log_lines["docker"] if lines is None else self.log_lines["docker"][-lines:]
+        return _ClosableChunks([f"{line}\n".encode() for line in selected])
+
+
+class _ClosableChunks:
+    """An iterator of ``bytes`` chunks with ``close()``, like Docker's log stream."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self.closed = False
+
+    def __iter__(self) -> _ClosableChunks:
+        return self
+
+    def __next__(self) -> bytes:
+        if self.closed:
+            raise StopIteration
+        return next(self._chunks)
+
+    def close(self) -> None:
+        self.closed = True

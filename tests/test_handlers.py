@@ -33,6 +33,8 @@ class StandInEngine:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.log_path = store.path.parent / "engine.log"
+        self.log_path.write_text("deployed <web> & more\n")
         self.calls: list[tuple[Any, ...]] = []
         self.known = {"web": ServiceInfo("web", "web:v1", 80, ["app.example.test"], "abc", "running")}
 
@@ -98,6 +100,11 @@ class StandInEngine:
     def nginx_logs(self, service: str, error: bool = False, lines: int = 200) -> list[str]:
         kind = "error" if error else "access"
         return [f'{kind}: "GET /<script>alert(1)</script> HTTP/1.1" 404'][-lines:]
+
+    def nginx_log_path(self, service: str, error: bool = False) -> Path:
+        path = self.store.path.parent / f"{service}.{'error' if error else 'access'}.log"
+        path.write_text("\n".join(self.nginx_logs(service, error)) + "\n")
+        return path
 
     def dna_logs(self, lines: int = 200) -> list[str]:
         return ["deployed <web> & more"][-lines:]
