@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import socket
@@ -94,6 +95,12 @@ def _free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _primed(lines: Iterator[str]) -> Iterator[str]:
+    """Read the first line now, so that an error Docker sends before any progress raises here."""
+    first = next(lines, None)
+    return itertools.chain(() if first is None else (first,), lines)
 
 
 def _progress_line(item: Mapping[str, Any]) -> str | None:
@@ -297,21 +304,15 @@ class DNA:
         try:
             with self._docker_call(f"pulling {image}"):
                 progress = self.docker.api.pull(image, tag=tag, stream=True, decode=True)
-                lines = self._progress(progress, f"pull of {image}")
-                first = next(lines, None)
+                lines = _primed(self._progress(progress, f"pull of {image}"))
         except docker.errors.NotFound as error:
             raise ImageNotFound(f"Image {image!r} not found: {error.explanation}") from None
         except docker.errors.APIError as error:
             raise ImageNotFound(f"Pulling {image!r} failed: {error.explanation or error}") from None
 
-        def chained() -> Iterator[str]:
-            if first is not None:
-                yield first
-            yield from lines
-
         if stream:
-            return chained()
-        for _ in chained():
+            return lines
+        for _ in lines:
             pass
         reference = f"{image}:{tag}" if tag else image
         with self._docker_call("inspecting the image"):
@@ -329,18 +330,12 @@ class DNA:
         self._ping("building an image")
         with self._docker_call("building an image"):
             progress = self.docker.api.build(decode=True, **options)
-            lines = self._progress(progress, "build")
-            first = next(lines, None)
-
-        def chained() -> Iterator[str]:
-            if first is not None:
-                yield first
-            yield from lines
+            lines = _primed(self._progress(progress, "build"))
 
         if stream:
-            return chained()
+            return lines
         image_id = None
-        for line in chained():
+        for line in lines:
             if line.startswith("image "):
                 image_id = line.split(" ", 1)[1]
         return image_id
