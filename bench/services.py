@@ -32,7 +32,7 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dna_core import DNA, LABEL_INSTANCE, LABEL_SERVICE, PrivateNginx
+from dna_core import DNA, LABEL_INSTANCE, LABEL_SERVICE, LABEL_STATE, PrivateNginx
 
 DOCKERFILE = """\
 FROM scratch
@@ -104,7 +104,7 @@ def main() -> None:
             container = client.containers.run(
                 image.id,
                 name=f"dna-{instance}-{service}",
-                labels={LABEL_INSTANCE: instance, LABEL_SERVICE: service},
+                labels={LABEL_INSTANCE: instance, LABEL_STATE: engine.state_id, LABEL_SERVICE: service},
                 network=network.name,
                 init=True,
                 detach=True,

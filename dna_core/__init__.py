@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .certificates import Certbot, CertificateInfo
 from .clients import ApiClient, Client, LogsClient, Route
-from .engine import DNA, LABEL_INSTANCE, LABEL_SERVICE, CertificateProvider, ServiceInfo
+from .engine import DNA, LABEL_INSTANCE, LABEL_SERVICE, LABEL_STATE, CertificateProvider, ServiceInfo
 from .errors import (
     CertificateFailed,
     DeployFailed,
@@ -45,6 +45,7 @@ __all__ = [
     "DNA",
     "LABEL_INSTANCE",
     "LABEL_SERVICE",
+    "LABEL_STATE",
     "MAX_BODY_BYTES",
     "ApiClient",
     "Certbot",

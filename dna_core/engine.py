@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import secrets
@@ -44,10 +45,14 @@ from .validation import (
     validate_tag,
 )
 
-__all__ = ["DNA", "LABEL_INSTANCE", "LABEL_SERVICE", "CertificateProvider", "ServiceInfo"]
+__all__ = ["DNA", "LABEL_INSTANCE", "LABEL_SERVICE", "LABEL_STATE", "CertificateProvider", "ServiceInfo"]
 
 #: Label naming the engine instance that owns a container or network.
 LABEL_INSTANCE = "dna.instance"
+#: Label naming the state directory of that instance (a hash of its path), so
+#: that two checkouts that share an instance name never adopt or remove each
+#: other's containers.
+LABEL_STATE = "dna.state"
 #: Label naming the service a container runs.
 LABEL_SERVICE = "dna.service"
 
@@ -170,6 +175,7 @@ class DNA:
         self.cb_args = list(cb_args or [])
         self.state_dir = Path(state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_id = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:16]
         self.build_root = Path(build_root).resolve() if build_root else None
         self.volume_root = Path(volume_root).resolve() if volume_root else None
         self.certificates = certificates
@@ -282,7 +288,7 @@ class DNA:
         return self.network_name
 
     def _containers(self, service: str | None = None) -> list[Any]:
-        labels = [f"{LABEL_INSTANCE}={self.name}"]
+        labels = [f"{LABEL_INSTANCE}={self.name}", f"{LABEL_STATE}={self.state_id}"]
         if service is not None:
             labels.append(f"{LABEL_SERVICE}={service}")
         with self._docker_call("listing containers"):
@@ -376,7 +382,12 @@ class DNA:
             previous = self.store.get_service(service)
             host_port = _free_loopback_port()
             name = f"dna-{self.name}-{service}-{secrets.token_hex(4)}"
-            labels = {**options.pop("labels", {}), LABEL_INSTANCE: self.name, LABEL_SERVICE: service}
+            labels = {
+                **options.pop("labels", {}),
+                LABEL_INSTANCE: self.name,
+                LABEL_STATE: self.state_id,
+                LABEL_SERVICE: service,
+            }
             self._say("deploying %s: creating container %s from %s", service, name, image)
             try:
                 with self._docker_call(f"creating {name}"):

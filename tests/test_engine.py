@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import RUN_ID, free_port, nginx_get, wait_for
-from dna_core import LABEL_INSTANCE, LABEL_SERVICE, DeployFailed, DomainConflict, ImageNotFound, NginxError
+from dna_core import LABEL_INSTANCE, LABEL_SERVICE, LABEL_STATE, DeployFailed, DomainConflict, ImageNotFound, NginxError
 
 pytestmark = pytest.mark.docker
 
@@ -131,7 +131,7 @@ def test_propagate_removes_orphans_and_adopts(engine: Any, docker_client: Any, i
     engine.run_deploy("kept", image, 80, init=True)
     network = engine.network_name
     orphan = docker_client.containers.create(
-        image, name=f"dna-{engine.name}-orphan", labels={LABEL_INSTANCE: engine.name, LABEL_SERVICE: "ghost"}, network=network
+        image, name=f"dna-{engine.name}-orphan", labels={LABEL_INSTANCE: engine.name, LABEL_STATE: engine.state_id, LABEL_SERVICE: "ghost"}, network=network
     )
     stray_file = engine.nginx.path_for(engine.name, "ghost")
     stray_file.write_text(f"# Written by docker-dna instance {engine.name} for service ghost; edits are overwritten.\n")
@@ -179,3 +179,18 @@ def test_invalid_instance_name(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="bad name"):
         DNA("bad name", state_dir=tmp_path)
+
+
+def test_same_name_other_state_dir_is_left_alone(engine: Any, docker_client: Any, image_factory: Any, tmp_path: Path) -> None:
+    """An engine of the same name but another state directory never removes this one's containers."""
+    from dna_core import DNA, PrivateNginx
+
+    engine.run_deploy("mine", image_factory("mine"), 80, init=True)
+    other = DNA(engine.name, state_dir=tmp_path / "other-state", nginx=PrivateNginx(tmp_path / "other-nginx"), docker_client=docker_client)
+
+    other.propagate_services()
+
+    container_id = engine.store.get_service("mine").container_id
+    assert docker_client.containers.get(container_id).status == "running"
+    assert other.services == []
+    assert other.state_id != engine.state_id

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dna_core import LABEL_INSTANCE, LABEL_SERVICE
+from dna_core import LABEL_INSTANCE, LABEL_SERVICE, LABEL_STATE
 
 pytestmark = pytest.mark.docker
 
@@ -33,7 +33,7 @@ def add_services(engine: Any, docker_client: Any, image: str, names: list[str]) 
         container = docker_client.containers.create(
             image,
             name=f"dna-{engine.name}-{name}",
-            labels={LABEL_INSTANCE: engine.name, LABEL_SERVICE: name},
+            labels={LABEL_INSTANCE: engine.name, LABEL_STATE: engine.state_id, LABEL_SERVICE: name},
         )
         engine.store.save_service(name, image, 80, container.id, None, {})
 
