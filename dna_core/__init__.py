@@ -13,6 +13,8 @@ from .engine import DNA, LABEL_INSTANCE, LABEL_SERVICE, LABEL_STATE, Certificate
 from .errors import (
     CertificateFailed,
     DeployFailed,
+    DockerFailed,
+    DockerRejected,
     DockerUnavailable,
     DomainConflict,
     EngineError,
@@ -54,6 +56,8 @@ __all__ = [
     "CertificateProvider",
     "Client",
     "DeployFailed",
+    "DockerFailed",
+    "DockerRejected",
     "DockerUnavailable",
     "DomainConflict",
     "EngineError",

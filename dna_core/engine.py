@@ -24,6 +24,8 @@ from .certificates import Certbot
 from .errors import (
     CertificateFailed,
     DeployFailed,
+    DockerFailed,
+    DockerRejected,
     DockerUnavailable,
     DomainConflict,
     EngineError,
@@ -259,8 +261,10 @@ class DNA:
             raise DockerUnavailable(f"{action} failed: the Docker daemon did not answer ({error}).") from None
         except docker.errors.APIError as error:
             if error.is_server_error():
+                # The daemon responded, so it is not unavailable: the failure is
+                # further on, such as a registry it cannot reach.
                 self._say("%s: Docker error: %s", action, error, level=logging.ERROR)
-                raise DockerUnavailable(f"{action} failed: {error.explanation or error}") from None
+                raise DockerFailed(f"{action} failed: {error.explanation or error}") from None
             raise
 
     def _ping(self, action: str) -> None:
@@ -332,6 +336,8 @@ class DNA:
         """
         options = validate_build_options(options, self.build_root)
         options.setdefault("rm", True)
+        # Without forcerm a failed step leaves its stopped container behind.
+        options.setdefault("forcerm", True)
         self._say("building %s from %s", options.get("tag", "an untagged image"), options["path"])
         self._ping("building an image")
         with self._docker_call("building an image"):
@@ -356,6 +362,11 @@ class DNA:
         except EngineError as error:
             self._say("%s failed: %s", what, error, level=logging.ERROR)
             raise
+        except docker.errors.APIError as error:
+            self._say("%s failed: %s", what, error, level=logging.ERROR)
+            if error.is_client_error():
+                raise DockerRejected(f"{what} failed: {error.explanation or error}") from None
+            raise DockerFailed(f"{what} failed: {error.explanation or error}") from None
         except (requests.exceptions.RequestException, docker.errors.DockerException) as error:
             self._say("%s failed: %s", what, error, level=logging.ERROR)
             raise DockerUnavailable(f"{what} failed: {error}") from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 __all__ = [
     "CertificateFailed",
     "DeployFailed",
+    "DockerFailed",
+    "DockerRejected",
     "DockerUnavailable",
     "DomainConflict",
     "EngineError",
@@ -46,6 +48,18 @@ class DeployFailed(EngineError):
     """The new container did not start or did not listen on its port."""
 
     status = 422
+
+
+class DockerRejected(EngineError):
+    """Docker rejected the request as invalid, such as a Dockerfile that does not parse."""
+
+    status = 422
+
+
+class DockerFailed(EngineError):
+    """The Docker daemon responded with a server error, such as an unreachable registry."""
+
+    status = 502
 
 
 class DockerUnavailable(EngineError):

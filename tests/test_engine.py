@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import RUN_ID, free_port, nginx_get, wait_for
-from dna_core import LABEL_INSTANCE, LABEL_SERVICE, LABEL_STATE, DeployFailed, DomainConflict, ImageNotFound, NginxError
+from dna_core import LABEL_INSTANCE, LABEL_SERVICE, LABEL_STATE, DeployFailed, DockerFailed, DockerRejected, EngineError, DomainConflict, ImageNotFound, NginxError
 
 pytestmark = pytest.mark.docker
 
@@ -194,3 +194,31 @@ def test_same_name_other_state_dir_is_left_alone(engine: Any, docker_client: Any
     assert docker_client.containers.get(container_id).status == "running"
     assert other.services == []
     assert other.state_id != engine.state_id
+
+
+def test_bad_dockerfile_is_rejected_without_leftovers(engine: Any, docker_client: Any) -> None:
+    """A Dockerfile that does not parse is a 422 error, and a failing step leaves no container."""
+    from conftest import write_context
+
+    write_context(engine.build_root / "broken", "x", extra="HELLO world")
+    write_context(engine.build_root / "failing", "x", extra='RUN ["/bin/busybox", "false"]')
+    containers_before = {container.id for container in docker_client.containers.list(all=True)}
+
+    with pytest.raises(DockerRejected) as rejected:
+        engine.build_image(path="broken")
+    with pytest.raises(EngineError) as failed:
+        engine.build_image(path="failing")
+    containers_after = {container.id for container in docker_client.containers.list(all=True)}
+
+    assert rejected.value.status == 422
+    assert "HELLO" in str(rejected.value)
+    assert "returned a non-zero code" in str(failed.value)
+    assert containers_after - containers_before == set()
+
+
+def test_pull_from_unreachable_registry_is_502(engine: Any) -> None:
+    """A registry that nobody serves is a 502 failure, not a Docker outage."""
+    with pytest.raises(DockerFailed) as failed:
+        engine.pull_image(f"127.0.0.1:{free_port()}/nothing", "v1")
+
+    assert failed.value.status == 502
