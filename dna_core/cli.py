@@ -62,15 +62,26 @@ def _parser() -> argparse.ArgumentParser:
         help="keep or revoke a certificate that no domain uses any more (default: keep)",
     )
 
+    _add_instance_options(serve)
+
     keys = commands.add_parser("keys", help="create, list or revoke API keys")
     key_commands = keys.add_subparsers(dest="key_command", required=True)
     new = key_commands.add_parser("new", help="create a key and print it")
     new.add_argument("--ip", required=True, help="client address the key is bound to")
     new.add_argument("--lifetime", type=float, default=3600, help="seconds the key stays valid (default: 3600)")
-    key_commands.add_parser("list", help="list the active keys")
+    listing = key_commands.add_parser("list", help="list the active keys")
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
+    for command in (new, listing, revoke):
+        _add_instance_options(command)
     return parser
+
+
+def _add_instance_options(parser: argparse.ArgumentParser) -> None:
+    # Accepted after the command too (`dna serve --state-dir X`), where they
+    # override the same options given before it.
+    parser.add_argument("--state-dir", default=argparse.SUPPRESS, help="as for dna --state-dir")
+    parser.add_argument("--name", default=argparse.SUPPRESS, help="as for dna --name")
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -91,6 +102,7 @@ def _keys(args: argparse.Namespace) -> int:
     if not store.revoke_key(args.key_id):
         print(f"dna keys revoke: no active key has the id {args.key_id!r}", file=sys.stderr)
         return 1
+    print(f"revoked key {args.key_id}")
     return 0
 
 
@@ -161,16 +173,21 @@ def _serve(args: argparse.Namespace) -> int:
         dna_flask.create_api_client(dna, precheck=key_pages, key_lifetime=args.key_lifetime), url_prefix="/api"
     )
     app.add_url_rule("/", "home", lambda: flask.redirect("/logs/"))
-    logger.info("logs pages on http://%s:%d/logs/, API on http://%s:%d/api/", args.host, args.port, args.host, args.port)
+    dna.log.info(
+        "serving the logs pages on http://%s:%d/logs/ and the API on http://%s:%d/api/",
+        args.host, args.port, args.host, args.port,
+    )
     # SIGTERM (plain `kill`) stops the server like Ctrl+C, so the private nginx stops too.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         run_simple(args.host, args.port, app, threaded=True)
     except KeyboardInterrupt:
-        logger.info("stopping")
+        pass
     finally:
+        dna.log.info("stopping the web app")
         if private is not None:
             private.stop()
+            dna.log.info("stopped the private nginx")
     return 0
 
 

@@ -603,8 +603,10 @@ class DNA:
             try:
                 self.store.add_domain(domain, record.name, headers)
             except ValueError as error:
+                # The store's message names the service that holds the domain.
+                message = str(error)
                 raise DomainConflict(
-                    f"Domain {domain!r} is not free: {error}. Remove it there first with remove_domain."
+                    f"{message[:1].upper()}{message[1:]}: remove it there first with remove_domain."
                 ) from None
             self._say("adding domain %s to %s", domain, record.name)
             try:

@@ -7,6 +7,7 @@ shows the value and says what is allowed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -65,12 +66,22 @@ class InvalidField(HTTPError):
     """A request field whose value is not allowed (HTTP 422)."""
 
     def __init__(self, field: str, value: Any, allowed: str) -> None:
-        shown = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
-        if isinstance(shown, str) and len(shown) > 200:
-            shown = shown[:200] + "..."
+        # The message shows strings quoted and everything else as JSON, the
+        # form the client sent; the "value" field keeps small JSON values as they are.
+        try:
+            encoded = json.dumps(value)
+            serializable = True
+        except (TypeError, ValueError):
+            encoded = json.dumps(repr(value))
+            serializable = False
+        shown: Any = value if serializable and len(encoded) <= 200 and not isinstance(value, str) else None
+        if isinstance(value, str) or shown is None:
+            text = value if isinstance(value, str) else encoded
+            shown = text[:200] + "..." if len(text) > 200 else text
+        in_message = repr(shown) if isinstance(value, str) else (encoded if len(encoded) <= 200 else shown)
         super().__init__(
             422,
-            f"Invalid {field} {shown!r}: {allowed}",
+            f"Invalid {field} {in_message}: {allowed}",
             details={"field": field, "value": shown, "allowed": allowed},
         )
         self.field = field

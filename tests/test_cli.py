@@ -77,3 +77,12 @@ def test_serve_mounts_both_clients(tmp_path: Path) -> None:
     assert nginx_default.status_code == 404
     assert (tmp_path / ".dna" / "nginx" / "nginx.conf").exists()
     assert not (tmp_path / ".dna" / "nginx" / "nginx.pid").exists(), output
+
+
+def test_instance_options_after_command(tmp_path: Path) -> None:
+    """--state-dir and --name work after the command as well as before it."""
+    created = run_dna("keys", "new", "--ip", "127.0.0.1", "--state-dir", "elsewhere", "--name", "other", cwd=tmp_path)
+
+    assert created.returncode == 0, created.stderr
+    assert (tmp_path / "elsewhere" / "other.sqlite3").exists()
+    assert not (tmp_path / ".dna").exists()
