@@ -11,7 +11,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -499,6 +499,16 @@ class DNA:
 
     def _write_config(self, service: str) -> None:
         """Render and apply the nginx file of ``service`` from the store."""
+        text = self._render_config(service)
+        path = self.nginx.path_for(self.name, service)
+        try:
+            self.nginx.apply(path, text)
+        except NginxError as error:
+            self._say("nginx update for %s failed: %s", service, error, level=logging.ERROR)
+            raise ExternalCommandFailed(str(error)) from None
+
+    def _render_config(self, service: str) -> str:
+        """Render the nginx file of ``service`` from the store."""
         record = self._record(service)
         blocks = []
         for domain in self.store.domains_of(service):
@@ -515,13 +525,7 @@ class DNA:
                 )
             )
         ports = [record.host_port] if record.host_port else []
-        text = render_service(self.name, service, ports, blocks, self.nginx.settings)
-        path = self.nginx.path_for(self.name, service)
-        try:
-            self.nginx.apply(path, text)
-        except NginxError as error:
-            self._say("nginx update for %s failed: %s", service, error, level=logging.ERROR)
-            raise ExternalCommandFailed(str(error)) from None
+        return render_service(self.name, service, ports, blocks, self.nginx.settings)
 
     def start_service(self, service: str) -> bool:
         """Start the container of ``service``; return whether Docker started it."""
@@ -743,7 +747,6 @@ class DNA:
                     if container is not current:
                         self._say("removing stale container %s of %s", container.id[:12], name)
                         self._remove_container(container.id)
-                self._write_config(name)
                 record = self.store.get_service(name) or record
                 infos.append(self._info(record, current.attrs.get("State") if current else None))
 
@@ -752,18 +755,35 @@ class DNA:
                 for container in orphans:
                     self._say("removing container %s: no service %r is recorded", container.id[:12], name)
                     self._remove_container(container.id)
+        self._apply_all_configs(set(records))
+        self._services = infos
+        return True
+
+    def _apply_all_configs(self, services: set[str]) -> None:
+        """Rewrite the nginx file of every service and remove stale ones, with one reload.
+
+        Every service lock is held, taken in sorted order, so that no deploy
+        writes a newer file between the rendering and the write.
+        """
+        changes: dict[Path, str | None] = {}
         for path in self.nginx.settings.include_dir.glob(f"dna-{self.name}-*.conf"):
             service = path.name[len(f"dna-{self.name}-"):-len(".conf")]
             # Instance "a" also matches the files of instance "a-b", so only a
             # file whose header names this instance is ours to remove.
-            if service not in records and self._wrote(path, service):
+            if service not in services and self._wrote(path, service):
                 self._say("removing nginx file %s: no service %r is recorded", path, service)
-                try:
-                    self.nginx.remove(path)
-                except NginxError as error:
-                    raise ExternalCommandFailed(str(error)) from None
-        self._services = infos
-        return True
+                changes[path] = None
+        with ExitStack() as locks:
+            for service in sorted(services):
+                locks.enter_context(self._lock(service))
+            for service in sorted(services):
+                if self.store.get_service(service) is not None:
+                    changes[self.nginx.path_for(self.name, service)] = self._render_config(service)
+            try:
+                self.nginx.apply_many(changes)
+            except NginxError as error:
+                self._say("nginx update of %d files failed: %s", len(changes), error, level=logging.ERROR)
+                raise ExternalCommandFailed(str(error)) from None
 
     def _wrote(self, path: Path, service: str) -> bool:
         """Return whether ``path`` is the nginx file this instance writes for ``service``."""

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -216,6 +216,13 @@ class Nginx:
     def apply(self, path: Path, text: str | None) -> None:
         """Replace ``path`` with ``text`` (or delete it when ``None``), test, reload.
 
+        See :meth:`apply_many`, which this calls with one file.
+        """
+        self.apply_many({path: text})
+
+    def apply_many(self, changes: Mapping[Path, str | None]) -> None:
+        """Replace each path with its text (``None`` deletes it), then test and reload once.
+
         The previous file is restored when ``nginx -t`` or the reload fails,
         so the running configuration and the files on disk agree. A marker
         file lives from the write until the reload, so that when a process
@@ -225,8 +232,9 @@ class Nginx:
         """
         pending = self.settings.include_dir / ".dna.pending"
         with self._lock, _file_lock(self.settings.include_dir / ".dna.lock"):
-            previous = path.read_text() if path.exists() else None
-            if previous == text:
+            previous = {path: path.read_text() if path.exists() else None for path in changes}
+            changed = {path: text for path, text in changes.items() if previous[path] != text}
+            if not changed:
                 if pending.exists():
                     self.log.warning("an earlier nginx update was interrupted: reloading nginx")
                     self.test()
@@ -234,17 +242,20 @@ class Nginx:
                     pending.unlink()
                 return
             pending.touch()
-            _write(path, text)
+            for path, text in changed.items():
+                _write(path, text)
             result = _run(self.settings.test_command, log=self.log)
             if result.returncode != 0:
-                _write(path, previous)
+                for path in changed:
+                    _write(path, previous[path])
                 pending.unlink()
                 raise NginxError(f"nginx rejected the new configuration: {result.stderr.strip()}")
             try:
                 self._reload()
             except NginxError:
-                # The running nginx still serves the previous file, so put it back.
-                _write(path, previous)
+                # The running nginx still serves the previous files, so put them back.
+                for path in changed:
+                    _write(path, previous[path])
                 pending.unlink()
                 raise
             pending.unlink()
