@@ -175,7 +175,11 @@ def main() -> None:
         with ThreadPoolExecutor(options.workers) as pool:
             list(pool.map(remove, created))
         if network is not None:
-            network.remove()
+            try:
+                network.remove()
+            except docker.errors.APIError as error:
+                # Docker can keep a stale endpoint after a failed create; a daemon restart clears it.
+                print(f"could not remove network {network.name}: {error.explanation}", file=sys.stderr)
         try:
             client.images.remove(image_tag, force=True)
         except docker.errors.ImageNotFound:
