@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .http import Request, Response, json_response
 from .keys import AUTH_HEADER
+from .validation import RUN_OPTIONS
 
 if TYPE_CHECKING:
     from .clients import Client, Route
@@ -30,8 +31,11 @@ _SERVICE = {
 _DOMAIN = {
     "type": "string",
     "maxLength": 253,
-    "pattern": r"^(\*\.)?([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$",
-    "description": "RFC 1123 host name of two or more labels, optionally starting with '*.'.",
+    "pattern": r"^(\*\.)?([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.?$",
+    "description": (
+        "RFC 1123 host name of two or more labels, optionally starting with '*.'; "
+        "stored lower-cased, without a trailing dot."
+    ),
     "example": "app.example.test",
 }
 _IMAGE = {
@@ -80,11 +84,23 @@ REQUEST_BODIES: dict[str, dict[str, Any]] = {
         {
             "service": _SERVICE,
             "image": _IMAGE,
-            "port": {"type": "integer", "minimum": 1, "maximum": 65535, "example": 80},
+            "port": {
+                "oneOf": [
+                    {"type": "integer", "minimum": 1, "maximum": 65535},
+                    {"type": "string", "pattern": "^[0-9]{1,5}$", "description": "digits, 1 to 65535"},
+                ],
+                "example": 80,
+            },
             "options": {
                 **_OPTIONS,
+                "description": f"{_OPTIONS['description']} Allowed keys: {', '.join(sorted(RUN_OPTIONS))}.",
                 "properties": {
-                    "environment": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "environment": {
+                        "oneOf": [
+                            {"type": "object", "additionalProperties": {"type": "string"}},
+                            {"type": "array", "items": {"type": "string"}},
+                        ]
+                    },
                     "command": {"type": "array", "items": {"type": "string"}},
                     "mem_limit": {"type": "string", "pattern": r"^[0-9]{1,15}[bkmgBKMG]?$"},
                     "init": {"type": "boolean"},
@@ -134,14 +150,20 @@ ENGINE_ERRORS = {
     "404": "Unknown service or image.",
     "409": "The domain is bound to another service.",
     "413": "The request body is larger than 1 MiB.",
-    "422": "A field has an invalid value or an option is not allowed.",
-    "502": "nginx or certbot failed; the previous nginx configuration stays in place.",
-    "503": "The Docker daemon did not answer in time or answered with a server error.",
+    "422": "A field has an invalid value, an option is not allowed, or Docker rejected the request.",
+    "502": (
+        "nginx, certbot or Docker failed, such as a registry Docker cannot reach; "
+        "the previous nginx configuration stays in place."
+    ),
+    "503": "The Docker daemon is down or did not answer in time.",
 }
 
 _SUCCESS = {
     "type": "object",
-    "properties": {"success": {"type": "boolean"}},
+    "properties": {
+        "success": {"type": "boolean"},
+        "error": {"type": "string", "description": "Why the call did not succeed, when it did not."},
+    },
     "required": ["success"],
 }
 _SERVICE_INFO = {

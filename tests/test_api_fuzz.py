@@ -137,6 +137,22 @@ def test_openapi_document_lists_every_route(tmp_path: Path) -> None:
     assert document["paths"]["/run_deploy"]["post"]["security"] == [{"apiKey": []}]
 
 
+def test_openapi_matches_run_deploy_validation(tmp_path: Path) -> None:
+    """The run_deploy schema admits what the validators accept: digit-string ports and every allowed option."""
+    from dna_core.validation import RUN_OPTIONS
+
+    client = ApiClient(StandInEngine(tmp_path))
+    document = __import__("json").loads(client.handle("openapi", Request(path="/api/openapi.json")).body)
+    schema = document["paths"]["/run_deploy"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+
+    port_types = [option["type"] for option in schema["properties"]["port"]["oneOf"]]
+    options_text = schema["properties"]["options"]["description"]
+
+    assert port_types == ["integer", "string"]
+    for key in RUN_OPTIONS:
+        assert key in options_text, key
+
+
 @pytest.mark.docker
 def test_fuzz_real_engine_no_server_errors(
     engine: Any, image_factory: Any, tmp_path: Path, private_nginx: Any
