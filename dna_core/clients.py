@@ -195,7 +195,7 @@ class LogsClient(Client):
         return release
 
     def fall_back(self, service: str, log: str) -> Response:
-        """Answer a page the client does not serve: the fallback's page or 404."""
+        """Return the fallback's page for a page the client does not serve, or raise 404."""
         if self.fallback is None:
             if log in logs.LOG_TYPES:
                 raise HTTPError(404, f"Service {service!r} not found: the index lists the deployed services.")

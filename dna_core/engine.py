@@ -77,7 +77,7 @@ class CertificateProvider(Protocol):
 
 @attrs.frozen
 class ServiceInfo:
-    """What the engine knows of one service."""
+    """The engine's record of one service, with its container's state."""
 
     name: str
     image: str
@@ -379,7 +379,7 @@ class DNA:
 
         A redeploy starts the new container next to the old one, waits until
         it accepts connections, switches nginx to it, then removes the old
-        one: the service keeps answering throughout.
+        one, so the service keeps serving throughout.
 
         :raises DeployFailed: when the new container exits or never listens;
             the previous container keeps serving.
@@ -415,7 +415,7 @@ class DNA:
                     f"Image {image!r} not found on the Docker host: pull or build it first."
                 ) from None
             except docker.errors.APIError as error:
-                raise DeployFailed(f"Docker refused to create the container: {error.explanation}") from None
+                raise DeployFailed(f"Docker rejected the container: {error.explanation}") from None
             except (docker.errors.DockerException, TypeError, ValueError) as error:
                 # The SDK checks some option values itself before calling the daemon.
                 self._say("deploying %s: Docker SDK rejected the options: %s", service, error, level=logging.ERROR)
@@ -607,7 +607,7 @@ class DNA:
             try:
                 self.store.add_domain(domain, record.name, headers)
             except ValueError as error:
-                # The store's message names the service that holds the domain.
+                # The store's message names the service the domain is bound to.
                 message = str(error)
                 raise DomainConflict(
                     f"{message[:1].upper()}{message[1:]}: remove it there first with remove_domain."
@@ -711,7 +711,7 @@ class DNA:
         return list(self._services)
 
     def get_service_info(self, name: str) -> ServiceInfo:
-        """Return what the engine knows of service ``name``."""
+        """Return the record and container state of service ``name``."""
         record = self._record(name)
         state = None
         for container in self._containers(record.name):
@@ -724,8 +724,8 @@ class DNA:
 
         One label-filtered container list is the only Docker call when all
         is in order. A record whose container vanished adopts the newest
-        container of its service; containers that no record owns are
-        removed; nginx files are rewritten from the records.
+        container of its service. Containers that no record owns are
+        removed, and nginx files are rewritten from the records.
         """
         containers = self._containers()
         by_service: defaultdict[str, list[Any]] = defaultdict(list)
@@ -858,5 +858,5 @@ class DNA:
         return tail_lines(self.log_path, lines)
 
     def has_service(self, name: str) -> bool:
-        """Whether a service called ``name`` is recorded."""
+        """Return whether a service called ``name`` is recorded."""
         return self.store.get_service(name) is not None

@@ -63,7 +63,7 @@ class DockerFailed(EngineError):
 
 
 class DockerUnavailable(EngineError):
-    """The Docker daemon did not answer, or answered with a server error."""
+    """The Docker daemon is down or did not respond in time."""
 
     status = 503
 

@@ -309,7 +309,7 @@ def text_response(body: Body, status: int = 200) -> Response:
     """Return a plain-text response; ``body`` may be a stream of ``bytes``."""
     headers = [("Content-Type", "text/plain; charset=utf-8")]
     if not isinstance(body, (str, bytes)):
-        # Proxies such as nginx buffer responses unless told not to, which
+        # Proxies such as nginx buffer responses unless this header disables it, which
         # would hold back progress lines until the stream ends.
         headers.append(("X-Accel-Buffering", "no"))
         headers.append(("Cache-Control", "no-cache"))

@@ -80,6 +80,19 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
+def _complete_lines(buffer: bytes) -> tuple[list[str], bytes]:
+    """Split ``buffer`` into its complete lines and the unfinished rest.
+
+    A rest longer than :data:`MAX_LINE_BYTES` counts as a line, so that one
+    endless line cannot fill memory.
+    """
+    *complete, rest = buffer.split(b"\n")
+    if len(rest) > MAX_LINE_BYTES:
+        complete.append(rest)
+        rest = b""
+    return [_decode(raw) for raw in complete], rest
+
+
 def _open(path: str | Path) -> IO[bytes] | None:
     try:
         return open(path, "rb", buffering=0)
@@ -198,12 +211,8 @@ def split_lines(chunks: Iterable[bytes]) -> Iterator[str]:
         buffer += chunk
         if b"\n" not in chunk and len(buffer) <= MAX_LINE_BYTES:
             continue
-        *complete, buffer = buffer.split(b"\n")
-        for raw in complete:
-            yield _decode(raw)
-        if len(buffer) > MAX_LINE_BYTES:
-            yield _decode(buffer)
-            buffer = b""
+        lines, buffer = _complete_lines(buffer)
+        yield from lines
     if buffer:
         yield _decode(buffer)
 
@@ -300,13 +309,8 @@ def follow_file(
         while clock() < deadline:
             data = handle.read(_BLOCK) if handle is not None else b""
             if data:
-                buffer += data
-                *complete, buffer = buffer.split(b"\n")
-                if len(buffer) > MAX_LINE_BYTES:
-                    complete.append(buffer)
-                    buffer = b""
-                for raw in complete:
-                    yield _decode(raw)
+                lines, buffer = _complete_lines(buffer + data)
+                yield from lines
                 last_sent = clock()
                 continue
 
@@ -404,13 +408,8 @@ def follow_stream(
                 return
             if isinstance(item, Exception):
                 raise item
-            buffer += item
-            *complete, buffer = buffer.split(b"\n")
-            if len(buffer) > MAX_LINE_BYTES:
-                complete.append(buffer)
-                buffer = b""
-            for raw in complete:
-                yield _decode(raw)
+            lines, buffer = _complete_lines(buffer + item)
+            yield from lines
     finally:
         stop.set()
         try:

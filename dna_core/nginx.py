@@ -33,7 +33,7 @@ class NginxError(RuntimeError):
 
 @attrs.frozen
 class NginxSettings:
-    """Where the engine writes nginx files and how it drives nginx.
+    """Settings for the nginx files the engine writes and the commands it runs.
 
     :param include_dir: directory that the main ``nginx.conf`` includes
         (``include DIR/*.conf;`` inside its ``http`` block).
@@ -210,7 +210,7 @@ class Nginx:
         settings.log_dir.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, instance: str, service: str) -> Path:
-        """Return the file that holds a service's configuration."""
+        """Return the file that contains a service's configuration."""
         return self.settings.include_dir / f"dna-{instance}-{service}.conf"
 
     def apply(self, path: Path, text: str | None) -> None:
@@ -319,7 +319,7 @@ def _read_pid(path: Path | None) -> int | None:
 
 
 def _accepting(pid: int) -> bool:
-    """Whether nginx worker ``pid`` still runs and has not begun shutting down."""
+    """Return whether nginx worker ``pid`` still runs and has not begun shutting down."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             title = handle.read()
@@ -454,7 +454,7 @@ class PrivateNginx:
         return pid
 
     def is_running(self) -> bool:
-        """Whether the master process is alive."""
+        """Return whether the master process is alive."""
         return self.pid() is not None
 
     def start(self) -> None:

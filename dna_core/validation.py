@@ -2,7 +2,7 @@
 
 Each validator returns the normalised value or raises :class:`InvalidField`,
 an :class:`~dna_core.http.HTTPError` with status 422 that names the field,
-shows the value and says what is allowed.
+shows the value and states what is allowed.
 """
 
 from __future__ import annotations
@@ -78,7 +78,12 @@ class InvalidField(HTTPError):
         if isinstance(value, str) or shown is None:
             text = value if isinstance(value, str) else encoded
             shown = text[:200] + "..." if len(text) > 200 else text
-        in_message = repr(shown) if isinstance(value, str) else (encoded if len(encoded) <= 200 else shown)
+        if isinstance(value, str):
+            in_message = repr(shown)
+        elif len(encoded) <= 200:
+            in_message = encoded
+        else:
+            in_message = shown
         super().__init__(
             422,
             f"Invalid {field} {in_message}: {allowed}",
@@ -478,7 +483,7 @@ def validate_build_options(value: Any, build_root: Path | None) -> dict[str, Any
     dockerfile = options.get("dockerfile")
     if dockerfile is not None and not _inside(os.path.join(context, dockerfile), Path(context)):
         raise InvalidField("options.dockerfile", dockerfile, "the Dockerfile must lie inside the context")
-    # Docker answers a missing Dockerfile with a server error (500), so check first.
+    # Docker reports a missing Dockerfile as a server error (500), so check first.
     if not os.path.isfile(os.path.join(context, dockerfile or "Dockerfile")):
         field = "options.dockerfile" if dockerfile else "options.path"
         raise InvalidField(

@@ -31,7 +31,12 @@ def _check_form(client: ApiClient, request: Request) -> None:
 
 
 def _describe(record: ApiKeyRecord) -> str:
-    status = "active" if record.is_active() else ("revoked" if record.revoked_at else "expired")
+    if record.is_active():
+        status = "active"
+    elif record.revoked_at:
+        status = "revoked"
+    else:
+        status = "expired"
     return (
         f"<table><tr><th>id</th><td>{escape(record.key_id)}</td></tr>"
         f"<tr><th>bound to</th><td>{escape(record.ip)}</td></tr>"
